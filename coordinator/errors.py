@@ -1,0 +1,13 @@
+"""Why the state machine refuses a request; the service turns it into an error reply."""
+
+from __future__ import annotations
+
+
+class Refusal(Exception):
+    """A request the coordinator will not carry out. `code` is a protocol ErrorCode."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field

@@ -1,0 +1,250 @@
+"""Durable state: limits and live leases in SQLModel tables (SQLite file or PostgreSQL).
+
+Only what survives a restart is written: limit settings and counters, and live leases. Renewals
+are not written: restored leases get a fresh TTL at start-up, so an expiry time on disk would
+never be read. Each `apply` is one transaction, so the disk always holds a prefix of history.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy import JSON, BigInteger, Column, delete, event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlmodel import Field, SQLModel, create_engine, select
+
+from coordinator.changes import Changes
+from coordinator.leases import Lease
+from coordinator.limits import Limit
+from sdk.exceptions import GCLError
+from sdk.protocol import Holder
+
+log = logging.getLogger("gcl.coordinator.store")
+
+SCHEMA_VERSION = 1
+_CHUNK = 500
+_ADVISORY_LOCK_KEY = 0x6763_6C00  # "gcl\0": one coordinator per PostgreSQL database
+
+
+class StoreLocked(GCLError):
+    """Another coordinator already owns this database: two would both grant the same slots."""
+
+
+class LimitRow(SQLModel, table=True):
+    __tablename__ = "gcl_limits"
+
+    name: str = Field(primary_key=True, max_length=200)
+    limit: int = Field(sa_column=Column(BigInteger, nullable=False))
+    active: bool = True
+    slot_decay_per_second: float = 0.0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    fencing_token: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    denied: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    hold_seconds_total: float = 0.0
+    hold_count: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    decay_level: float = 0.0
+    is_template: bool = False
+
+
+class LeaseRow(SQLModel, table=True):
+    __tablename__ = "gcl_leases"
+
+    lease_id: str = Field(primary_key=True, max_length=64)
+    request_id: str = Field(index=True, max_length=64)
+    names: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    occupy: int
+    mode: str = Field(max_length=16)
+    ttl: float
+    holder: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    granted_at: float
+    fencing_tokens: dict[str, int] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class MetaRow(SQLModel, table=True):
+    __tablename__ = "gcl_meta"
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = Field(max_length=200)
+
+
+class Store:
+    """The database behind one coordinator. Blocking: the service calls it from a thread."""
+
+    def __init__(self, url: str, sqlite_synchronous: str = "NORMAL") -> None:
+        self.url = url
+        self.dialect = make_url(url).get_backend_name()
+        self._lock_file: TextIO | None = None
+        self._lock_conn: Connection | None = None
+        self.engine = self._create_engine(url, sqlite_synchronous)
+
+    def _create_engine(self, url: str, synchronous: str) -> Engine:
+        if self.dialect != "sqlite":
+            return create_engine(url, pool_pre_ping=True, pool_size=2)
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas(synchronous))
+        return engine
+
+    def open(self) -> tuple[list[Limit], list[Lease]]:
+        """Take the single-writer lock, create tables if needed, and load everything."""
+        self._lock()
+        SQLModel.metadata.create_all(self.engine)
+        self._check_schema()
+        return self.load()
+
+    def close(self) -> None:
+        if self._lock_conn is not None:
+            self._lock_conn.close()
+            self._lock_conn = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+        self.engine.dispose()
+
+    def _lock(self) -> None:
+        if self.dialect == "sqlite":
+            self._lock_sqlite()
+        elif self.dialect == "postgresql":
+            self._lock_postgres()
+
+    def _lock_sqlite(self) -> None:
+        database = make_url(self.url).database
+        if not database or database == ":memory:":
+            return
+        handle = open(f"{database}.lock", "w")  # noqa: SIM115 - held for the store's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreLocked(
+                f"another coordinator is using {database}: stop it first, or give this one "
+                "its own database with --db / GCL_DB_URL"
+            ) from None
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_file = handle
+
+    def _lock_postgres(self) -> None:
+        conn = self.engine.connect()
+        locked = conn.execute(text(f"SELECT pg_try_advisory_lock({_ADVISORY_LOCK_KEY})")).scalar()
+        conn.commit()
+        if not locked:
+            conn.close()
+            raise StoreLocked(
+                "another coordinator holds this PostgreSQL database: stop it first, or point "
+                "this one at another database"
+            )
+        self._lock_conn = conn
+
+    def _check_schema(self) -> None:
+        with self.engine.begin() as conn:
+            found = conn.execute(select(MetaRow.value).where(MetaRow.key == "schema")).scalar()
+            if found is None:
+                conn.execute(
+                    MetaRow.__table__.insert(),
+                    {
+                        "key": "schema",  # type: ignore[attr-defined]
+                        "value": str(SCHEMA_VERSION),
+                    },
+                )
+            elif int(found) > SCHEMA_VERSION:
+                raise GCLError(
+                    f"database schema {found} is newer than this coordinator understands "
+                    f"({SCHEMA_VERSION}): upgrade gcl"
+                )
+
+    def load(self) -> tuple[list[Limit], list[Lease]]:
+        with self.engine.connect() as conn:
+            limits = [_limit(r) for r in conn.execute(select(LimitRow)).mappings()]
+            leases = [_lease(r) for r in conn.execute(select(LeaseRow)).mappings()]
+        return limits, leases
+
+    def apply(self, changes: Changes) -> None:
+        """Write one batch in one transaction: all of it lands, or none of it."""
+        with self.engine.begin() as conn:
+            self._write_limits(conn, changes.limits)
+            self._delete_leases(conn, changes.leases_removed)
+            rows = list(changes.leases_added.values())
+            if rows:
+                conn.execute(LeaseRow.__table__.insert(), rows)  # type: ignore[attr-defined]
+
+    def _write_limits(self, conn: Connection, limits: dict[str, dict[str, Any] | None]) -> None:
+        gone = [name for name, row in limits.items() if row is None]
+        rows = [row for row in limits.values() if row is not None]
+        table = LimitRow.__table__  # type: ignore[attr-defined]
+        for chunk in _chunks(gone):
+            conn.execute(delete(table).where(table.c.name.in_(chunk)))
+        if rows:
+            conn.execute(self._upsert(table), rows)
+
+    def _upsert(self, table: Any) -> Any:
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        stmt = insert(table)
+        columns = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != "name"}
+        return stmt.on_conflict_do_update(index_elements=["name"], set_=columns)
+
+    def _delete_leases(self, conn: Connection, lease_ids: Iterable[str]) -> None:
+        table = LeaseRow.__table__  # type: ignore[attr-defined]
+        for chunk in _chunks(list(lease_ids)):
+            conn.execute(delete(table).where(table.c.lease_id.in_(chunk)))
+
+
+def _chunks(items: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _sqlite_pragmas(synchronous: str) -> Any:
+    """WAL lets readers run beside the writer; NORMAL survives kill -9, FULL a power cut."""
+    mode = synchronous.upper() if synchronous.upper() in {"OFF", "NORMAL", "FULL"} else "NORMAL"
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={mode}")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
+
+    return on_connect
+
+
+def _limit(row: Any) -> Limit:
+    return Limit(
+        name=row["name"],
+        limit=row["limit"],
+        active=row["active"],
+        slot_decay_per_second=row["slot_decay_per_second"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        fencing_token=row["fencing_token"],
+        denied=row["denied"],
+        hold_seconds_total=row["hold_seconds_total"],
+        hold_count=row["hold_count"],
+        decay_level=row["decay_level"],
+        is_template=row["is_template"],
+    )
+
+
+def _lease(row: Any) -> Lease:
+    return Lease(
+        lease_id=row["lease_id"],
+        request_id=row["request_id"],
+        names=list(row["names"]),
+        occupy=row["occupy"],
+        mode=row["mode"],
+        ttl=row["ttl"],
+        holder=Holder.model_validate(row["holder"]),
+        granted_at=row["granted_at"],
+        granted_mono=0.0,
+        expires_at=0.0,
+        fencing_tokens={k: int(v) for k, v in row["fencing_tokens"].items()},
+    )

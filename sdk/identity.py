@@ -1,0 +1,27 @@
+"""Who is asking: shown on every lease so an operator can find the process behind it."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from sdk.protocol import Holder
+
+
+def worker_id() -> str:
+    """This worker's id: `WORKER_ID` from the environment, else the host name."""
+    return os.environ.get("WORKER_ID") or socket.gethostname()
+
+
+def per_worker(resource: str, worker: str | None = None) -> str:
+    """The `{resource}:{worker_id}` name of this worker's own share of a resource."""
+    return f"{resource}:{worker or worker_id()}"
+
+
+def holder(label: str = "") -> Holder:
+    return Holder(
+        worker_id=worker_id()[:200],
+        host=socket.gethostname()[:255],
+        pid=os.getpid(),
+        label=label[:200],
+    )

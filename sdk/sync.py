@@ -1,0 +1,63 @@
+"""Module-level sync API, shaped like `prefect.concurrency.sync`.
+
+    from sdk.sync import concurrency, rate_limit
+
+    with concurrency("db", occupy=1):
+        run_query()
+
+One client per process, configured from GCL_* environment variables; safe across fork.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+
+from sdk.client import Client, Names
+from sdk.leases import Lease
+
+_client: Client | None = None
+_lock = threading.Lock()
+
+
+def get_client() -> Client:
+    """The process's shared sync client."""
+    global _client
+    with _lock:
+        if _client is None:
+            _client = Client()
+        return _client
+
+
+@contextlib.contextmanager
+def concurrency(
+    names: Names,
+    occupy: int = 1,
+    timeout_seconds: float | None = None,
+    strict: bool = False,
+    lease_ttl: float | None = None,
+    label: str | None = None,
+) -> Iterator[Lease]:
+    """Hold `occupy` slots on every limit in `names` (atomically) for the block."""
+    with get_client().concurrency(
+        names, occupy, timeout_seconds, strict, lease_ttl, label
+    ) as lease:
+        yield lease
+
+
+def rate_limit(
+    names: Names, occupy: int = 1, timeout_seconds: float | None = None, strict: bool = False
+) -> None:
+    """Wait for room under the limits' decay rate, then take `occupy` slots that drain away."""
+    get_client().rate_limit(names, occupy, timeout_seconds, strict)
+
+
+def _forget_after_fork() -> None:
+    global _client, _lock
+    _client = None
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
