@@ -57,6 +57,7 @@ class Engine:
         self._waiter_deadlines: list[tuple[float, str]] = []
         self._decay_blocked: set[str] = set()
         self._rate_grants: OrderedDict[str, Lease] = OrderedDict()
+        self._templates: set[str] = set()
 
     # --- stepping ---------------------------------------------------------------------------
 
@@ -135,6 +136,9 @@ class Engine:
     def _resolve(self, request: AcquireRequest) -> tuple[list[str], list[str]]:
         """Split names into known limits and missing ones, and check the request fits them."""
         names = list(dict.fromkeys(request.names))
+        for name in names:
+            if name not in self.limits:
+                self._instantiate(name)
         known = [n for n in names if n in self.limits and not self.limits[n].is_template]
         missing = [n for n in names if n not in known]
         if missing and request.strict:
@@ -444,9 +448,35 @@ class Engine:
             is_template=naming.TEMPLATE_FIELD in spec.name,
         )
         self.limits[spec.name] = limit
+        if limit.is_template:
+            self._templates.add(spec.name)
         self._dirty(limit)
         self._emit("limit.created", [spec.name])
         return self.limit_info(spec.name)
+
+    def _instantiate(self, name: str) -> None:
+        """First use of `gpu:gpu-7` under a `gpu:{worker_id}` template creates its own limit."""
+        template = self._template_for(name)
+        if template is None:
+            return
+        wall = self.clock.wall()
+        limit = Limit(
+            name,
+            template.limit,
+            template.active,
+            template.slot_decay_per_second,
+            created_at=wall,
+            updated_at=wall,
+        )
+        self.limits[name] = limit
+        self._dirty(limit)
+        self._emit("limit.created", [name], reason=f"from template {template.name!r}")
+
+    def _template_for(self, name: str) -> Limit | None:
+        for template in sorted(self._templates):
+            if naming.template_matches(template, name):
+                return self.limits[template]
+        return None
 
     def update_limit(self, update: LimitUpdate) -> LimitInfo:
         limit = self._limit(update.name)
@@ -477,6 +507,7 @@ class Engine:
         """Delete a limit; its holders lose their leases, its waiters stop waiting on it."""
         limit = self._limit(name)
         del self.limits[name]
+        self._templates.discard(name)
         self._decay_blocked.discard(name)
         for waiter in self.queues.queue(name):
             self._forget_name(waiter, name)
@@ -548,6 +579,8 @@ class Engine:
             limit.held = 0
             limit.lease_ids = set()
             self.limits[limit.name] = limit
+            if limit.is_template:
+                self._templates.add(limit.name)
         for lease in leases:
             lease.names = [n for n in lease.names if n in self.limits]
             lease.granted_mono = now

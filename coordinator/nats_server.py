@@ -62,7 +62,10 @@ class NatsServer:
         if self.jetstream:
             args += ["-js", "-sd", str(self.store_dir)]
         log = open(self.store_dir / "nats-server.log", "ab")  # noqa: SIM115 - child owns it
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        # Own session: a Ctrl-C meant for `gcl up` must not kill NATS before the coordinator drains.
+        self.process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
         self._wait_ready(timeout)
         return self

@@ -84,6 +84,7 @@ class Coordinator:
         self._timer_at: float | None = None
         self._failed = asyncio.Event()
         self._handlers = self._routes()
+        self.observers: list[Callable[[Event], None]] = []
 
     def _routes(self) -> dict[str, tuple[type[Message], Handler]]:
         e = self.engine
@@ -165,9 +166,11 @@ class Coordinator:
         self._outbox.events.append(started)
         self._kick()
 
-    async def run(self) -> None:
+    async def run(self, ready: Callable[[], None] | None = None) -> None:
         """Serve until cancelled, or until the database stays broken past db_retry_seconds."""
         await self.start()
+        if ready is not None:
+            ready()
         try:
             await self._failed.wait()
             raise GCLError("the database kept failing; stopping so a restart reloads the truth")
@@ -257,6 +260,15 @@ class Coordinator:
             await _publish(nc, inbox, notice.model_dump_json().encode())
         for event in batch.events:
             await _publish(nc, self.subjects.event(event.kind), event.model_dump_json().encode())
+            self._observe(event)
+
+    def _observe(self, event: Event) -> None:
+        """In-process listeners (metrics): called after the event is durable and published."""
+        for observer in self.observers:
+            try:
+                observer(event)
+            except Exception:
+                log.exception("event observer failed")
 
     # --- timers -----------------------------------------------------------------------------
 

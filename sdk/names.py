@@ -43,3 +43,11 @@ def validate_name(name: str) -> str:
 def matches(name: str, pattern: str) -> bool:
     """Shell-style match used by filters: `gpu:*` matches every per-worker GPU limit."""
     return fnmatch.fnmatchcase(name, pattern)
+
+
+def template_matches(template: str, name: str) -> bool:
+    """`gpu:{worker_id}` matches `gpu:gpu-7`: the field stands for one or more characters."""
+    if TEMPLATE_FIELD not in template or TEMPLATE_FIELD in name:
+        return False
+    head, _, tail = template.partition(TEMPLATE_FIELD)
+    return len(name) > len(head) + len(tail) and name.startswith(head) and name.endswith(tail)

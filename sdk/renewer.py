@@ -142,3 +142,12 @@ def _forget_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def close_all() -> None:
+    """Stop every renewer of this process (tests, or a worker shutting down cleanly)."""
+    with _renewers_lock:
+        renewers = list(_renewers.values())
+        _renewers.clear()
+    for renewer in renewers:
+        renewer.close()

@@ -54,6 +54,15 @@ def rate_limit(
     get_client().rate_limit(names, occupy, timeout_seconds, strict)
 
 
+def close() -> None:
+    """Close the shared client (it is re-created on next use)."""
+    global _client
+    with _lock:
+        client, _client = _client, None
+    if client is not None:
+        client.close()
+
+
 def _forget_after_fork() -> None:
     global _client, _lock
     _client = None

@@ -1,0 +1,146 @@
+"""`gcl up` and `gcl serve`: run the coordinator (and, for `up`, its own NATS)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+import click
+
+from cli.config import URL_FILE, announce_url, data_dir
+from coordinator.nats_server import NatsServer, port_in_use
+from coordinator.service import Coordinator
+from coordinator.settings import CoordinatorSettings
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+async def _serve(settings: CoordinatorSettings, on_ready: str | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then stop cleanly (finish commits, drain NATS)."""
+    coordinator = Coordinator(settings)
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+    try:
+        await coordinator.run(lambda: click.echo(on_ready) if on_ready else None)
+    except asyncio.CancelledError:
+        click.echo("stopping...")
+
+
+@click.command()
+@click.option(
+    "--db",
+    "db_url",
+    envvar="GCL_DB_URL",
+    default=None,
+    show_envvar=True,
+    help="Database URL [default: sqlite:///<data-dir>/gcl.db]; PostgreSQL: "
+    "postgresql+psycopg://user@host/db",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@click.pass_context
+def serve(ctx: click.Context, db_url: str | None, log_level: str) -> None:
+    """Run the coordinator alone, next to an existing NATS (production).
+
+    Reads GCL_NATS_URL / --nats, NATS credentials (GCL_NATS_USER, GCL_NATS_PASSWORD,
+    GCL_NATS_TOKEN, GCL_NATS_CREDS) and TLS files (GCL_NATS_TLS_CA, GCL_NATS_TLS_CERT,
+    GCL_NATS_TLS_KEY) from the environment.
+    """
+    _setup_logging(log_level)
+    settings = CoordinatorSettings(
+        nats_url=ctx.obj["nats_url"],
+        prefix=ctx.obj["prefix"],
+        db_url=db_url or f"sqlite:///{data_dir() / 'gcl.db'}",
+    )
+    asyncio.run(_serve(settings, "coordinator ready. Ctrl-C stops it."))
+
+
+@click.command()
+@click.option(
+    "--port",
+    default=4222,
+    show_default=True,
+    help="NATS port on 127.0.0.1; if taken, a free one is used and announced",
+)
+@click.option(
+    "--db",
+    "db_url",
+    envvar="GCL_DB_URL",
+    default=None,
+    help="Database URL [default: sqlite:///<data-dir>/gcl.db]",
+)
+@click.option("--demo", is_flag=True, help="Also create demo limits and run a demo workload")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@click.pass_context
+def up(ctx: click.Context, port: int, db_url: str | None, demo: bool, log_level: str) -> None:
+    """Start a private NATS (JetStream, loopback only) and the coordinator, in the foreground.
+
+    Everything lives in the data folder (GCL_DATA_DIR, default ./.gcl). Other gcl commands
+    run from the same folder find this NATS by themselves. Ctrl-C stops both.
+    """
+    _setup_logging(log_level)
+    folder = data_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    if port_in_use(port):
+        click.echo(f"port {port} is taken on 127.0.0.1; using a free port instead", err=True)
+        port = 0
+    server = NatsServer(folder / "nats", port=port).start()
+    url_file = announce_url(folder, server.url)
+    settings = CoordinatorSettings(
+        nats_url=server.url,
+        prefix=ctx.obj["prefix"],
+        db_url=db_url or f"sqlite:///{folder / 'gcl.db'}",
+    )
+    banner = _banner(server.url, settings.db_url, folder)
+    try:
+        asyncio.run(_up(settings, banner, demo))
+    finally:
+        with contextlib.suppress(OSError):
+            Path(url_file).unlink()
+        server.stop()
+        click.echo("stopped NATS and coordinator.")
+
+
+async def _up(settings: CoordinatorSettings, banner: str, demo: bool) -> None:
+    demo_task = None
+    if demo:
+        from cli.demo import run_demo
+
+        demo_task = asyncio.get_running_loop().create_task(run_demo(settings))
+    try:
+        await _serve(settings, banner)
+    finally:
+        if demo_task is not None:
+            demo_task.cancel()
+            with contextlib.suppress(BaseException):
+                await demo_task
+
+
+def _banner(url: str, db_url: str, folder: Path) -> str:
+    return "\n".join(
+        [
+            f"gcl is up: NATS on {url} (JetStream), coordinator on {db_url}",
+            f"  other shells in this folder find it via {folder / URL_FILE}; elsewhere:",
+            f"  export GCL_NATS_URL={url}",
+            "  try: gcl ls    ·    gcl dashboard    ·    Ctrl-C stops everything",
+        ]
+    )
