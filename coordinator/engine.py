@@ -52,7 +52,7 @@ class Engine:
         self.lease_by_request: dict[str, str] = {}
         self.queues = WaitQueues()
         self.changes = Changes()
-        self._ended: OrderedDict[str, str] = OrderedDict()
+        self._ended: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._expiries: list[tuple[float, str]] = []
         self._waiter_deadlines: list[tuple[float, str]] = []
         self._decay_blocked: set[str] = set()
@@ -335,7 +335,7 @@ class Engine:
         return RenewResult(lease_id=lease_id, expires_in=lease.ttl)
 
     def release(self, lease_id: str) -> ReleaseResult:
-        if self._ended.get(lease_id) == "lease.released":
+        if self._ended.get(lease_id, ("", ""))[0] == "lease.released":
             return ReleaseResult(lease_id=lease_id, released=False)
         lease = self._live(lease_id)
         self._end_lease(lease, "lease.released", "released by its holder")
@@ -355,14 +355,15 @@ class Engine:
             return lease
         ended = self._ended.get(lease_id)
         if ended is not None:
-            raise Refusal("lease_lost", f"lease {lease_id} is gone: {ended.split('.')[-1]}")
+            kind, reason = ended
+            raise Refusal("lease_lost", f"lease {lease_id} is gone: {kind[6:]} ({reason})")
         raise Refusal(
             "lease_not_found", f"the coordinator does not know lease {lease_id}", "lease_id"
         )
 
     def _end_lease(self, lease: Lease, kind: str, reason: str) -> None:
         self._detach(lease, self.clock.now())
-        self._ended[lease.lease_id] = kind
+        self._ended[lease.lease_id] = (kind, reason)
         _trim(self._ended)
         self._emit(kind, lease.names, lease=lease, reason=reason)
         self._pump(lease.names)
@@ -612,7 +613,7 @@ class Engine:
             ]
         self.changes.events.append(
             Event(
-                kind=kind,  # type: ignore[arg-type]
+                kind=kind,
                 at=self.clock.wall(),
                 names=list(names),
                 lease_id=lease.lease_id if lease else None,

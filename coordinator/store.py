@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import JSON, BigInteger, Column, delete, event, text
+from sqlalchemy import JSON, BigInteger, Column, Table, delete, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlmodel import Field, SQLModel, create_engine, select
@@ -150,11 +150,8 @@ class Store:
             found = conn.execute(select(MetaRow.value).where(MetaRow.key == "schema")).scalar()
             if found is None:
                 conn.execute(
-                    MetaRow.__table__.insert(),
-                    {
-                        "key": "schema",  # type: ignore[attr-defined]
-                        "value": str(SCHEMA_VERSION),
-                    },
+                    _table(MetaRow).insert(),
+                    {"key": "schema", "value": str(SCHEMA_VERSION)},
                 )
             elif int(found) > SCHEMA_VERSION:
                 raise GCLError(
@@ -175,12 +172,12 @@ class Store:
             self._delete_leases(conn, changes.leases_removed)
             rows = list(changes.leases_added.values())
             if rows:
-                conn.execute(LeaseRow.__table__.insert(), rows)  # type: ignore[attr-defined]
+                conn.execute(_table(LeaseRow).insert(), rows)
 
     def _write_limits(self, conn: Connection, limits: dict[str, dict[str, Any] | None]) -> None:
         gone = [name for name, row in limits.items() if row is None]
         rows = [row for row in limits.values() if row is not None]
-        table = LimitRow.__table__  # type: ignore[attr-defined]
+        table = _table(LimitRow)
         for chunk in _chunks(gone):
             conn.execute(delete(table).where(table.c.name.in_(chunk)))
         if rows:
@@ -193,9 +190,15 @@ class Store:
         return stmt.on_conflict_do_update(index_elements=["name"], set_=columns)
 
     def _delete_leases(self, conn: Connection, lease_ids: Iterable[str]) -> None:
-        table = LeaseRow.__table__  # type: ignore[attr-defined]
+        table = _table(LeaseRow)
         for chunk in _chunks(list(lease_ids)):
             conn.execute(delete(table).where(table.c.lease_id.in_(chunk)))
+
+
+def _table(model: type[SQLModel]) -> Table:
+    """The Core table behind a SQLModel class: bulk writes skip the ORM's per-row cost."""
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
 
 
 def _chunks(items: list[str]) -> Iterator[list[str]]:

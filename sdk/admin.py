@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from nats.aio.client import Client as NATS
+from pydantic import ValidationError
 
 from sdk.exceptions import InvalidRequest
 from sdk.loop_thread import LoopThread
@@ -151,8 +152,8 @@ def _build(model: type[Message], **fields: Any) -> Any:
     """Validate locally so a bad name fails before the network, with the field named."""
     try:
         return model(**fields)
-    except ValueError as exc:
-        errors = getattr(exc, "errors", lambda: [])()
-        field = ".".join(str(p) for p in errors[0]["loc"]) if errors else None
-        message = errors[0]["msg"] if errors else str(exc)
-        raise InvalidRequest(f"{field}: {message}" if field else message, field=field) from None
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in first["loc"]) or None
+        message = f"{field}: {first['msg']}" if field else first["msg"]
+        raise InvalidRequest(message, field=field) from None
