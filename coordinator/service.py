@@ -64,6 +64,11 @@ class CoordinatorConflict(GCLError):
 
 Handler = Callable[[Any], BaseModel]
 
+# Replies that reveal no grant may leave before the commit they ride with: if that commit is
+# lost in a crash, a released lease comes back and simply expires (slots held too long, never
+# granted twice). Everything else waits for its commit, in order.
+_REVEAL_NOTHING = frozenset({"renew", "release", "admin.ping"})
+
 
 class Coordinator:
     """One running coordinator: `start()` then `stop()`, or `run()` until cancelled."""
@@ -192,7 +197,9 @@ class Coordinator:
     async def _on_message(self, msg: Msg) -> None:
         operation = msg.subject[len(self.settings.prefix) + 1 :]
         payload = self._step(operation, msg.data)
-        if msg.reply:
+        if msg.reply and operation in _REVEAL_NOTHING and self.nc is not None:
+            await _publish(self.nc, msg.reply, payload)
+        elif msg.reply:
             self._replies.append((msg.reply, payload))
         self._kick()
         self._reschedule()

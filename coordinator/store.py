@@ -7,15 +7,16 @@ never be read. Each `apply` is one transaction, so the disk always holds a prefi
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import JSON, BigInteger, Column, Table, delete, event, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import JSON, BigInteger, Column, Table, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlmodel import Field, SQLModel, create_engine, select
 
@@ -82,6 +83,7 @@ class Store:
         self.dialect = make_url(url).get_backend_name()
         self._lock_file: TextIO | None = None
         self._lock_conn: Connection | None = None
+        self._writer: _Writer | None = None
         self.engine = self._create_engine(url, sqlite_synchronous)
 
     def _create_engine(self, url: str, synchronous: str) -> Engine:
@@ -102,6 +104,9 @@ class Store:
         return self.load()
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         if self._lock_conn is not None:
             self._lock_conn.close()
             self._lock_conn = None
@@ -167,32 +172,74 @@ class Store:
 
     def apply(self, changes: Changes) -> None:
         """Write one batch in one transaction: all of it lands, or none of it."""
-        with self.engine.begin() as conn:
-            self._write_limits(conn, changes.limits)
-            self._delete_leases(conn, changes.leases_removed)
-            rows = list(changes.leases_added.values())
-            if rows:
-                conn.execute(_table(LeaseRow).insert(), rows)
+        if self._writer is None:
+            self._writer = _Writer(self.engine.raw_connection(), self.dialect)
+        try:
+            self._writer.write(changes)
+        except Exception:
+            self._writer.close()  # a broken connection is replaced on the next try
+            self._writer = None
+            raise
 
-    def _write_limits(self, conn: Connection, limits: dict[str, dict[str, Any] | None]) -> None:
-        gone = [name for name, row in limits.items() if row is None]
-        rows = [row for row in limits.values() if row is not None]
-        table = _table(LimitRow)
-        for chunk in _chunks(gone):
-            conn.execute(delete(table).where(table.c.name.in_(chunk)))
-        if rows:
-            conn.execute(self._upsert(table), rows)
 
-    def _upsert(self, table: Any) -> Any:
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        stmt = insert(table)
-        columns = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != "name"}
-        return stmt.on_conflict_do_update(index_elements=["name"], set_=columns)
+class _Writer:
+    """The hot write path on one DB-API connection, with SQL that SQLite and PostgreSQL share.
 
-    def _delete_leases(self, conn: Connection, lease_ids: Iterable[str]) -> None:
-        table = _table(LeaseRow)
-        for chunk in _chunks(list(lease_ids)):
-            conn.execute(delete(table).where(table.c.lease_id.in_(chunk)))
+    SQLModel defines and loads the tables; writing through SQLAlchemy's per-statement machinery
+    cost ~7x a plain DB-API commit, which showed directly in acquire latency.
+    """
+
+    def __init__(self, connection: Any, dialect: str) -> None:
+        self.connection = connection
+        bind = "%({})s" if dialect == "postgresql" else ":{}"
+        limit_cols = list(LimitRow.model_fields)
+        lease_cols = list(LeaseRow.model_fields)
+        updates = ", ".join(f'"{c}" = excluded."{c}"' for c in limit_cols if c != "name")
+        self.upsert_limit = (
+            f"INSERT INTO gcl_limits ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in limit_cols)}) "
+            f"VALUES ({', '.join(bind.format(c) for c in limit_cols)}) "
+            f"ON CONFLICT (name) DO UPDATE SET {updates}"
+        )
+        self.delete_limit = f"DELETE FROM gcl_limits WHERE name = {bind.format('name')}"
+        self.insert_lease = (
+            f"INSERT INTO gcl_leases ({', '.join(lease_cols)}) "
+            f"VALUES ({', '.join(bind.format(c) for c in lease_cols)})"
+        )
+        self.delete_lease = f"DELETE FROM gcl_leases WHERE lease_id = {bind.format('lease_id')}"
+
+    def write(self, changes: Changes) -> None:
+        cursor = self.connection.cursor()
+        try:
+            gone = [{"name": n} for n, row in changes.limits.items() if row is None]
+            limits = [row for row in changes.limits.values() if row is not None]
+            removed = [{"lease_id": i} for i in changes.leases_removed]
+            added = [_lease_params(row) for row in changes.leases_added.values()]
+            for sql, params in (
+                (self.delete_limit, gone),
+                (self.upsert_limit, limits),
+                (self.delete_lease, removed),
+                (self.insert_lease, added),
+            ):
+                if params:
+                    cursor.executemany(sql, params)
+            self.connection.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.connection.rollback()
+            raise
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.connection.close()
+
+
+_JSON_COLUMNS = ("names", "holder", "fencing_tokens")
+
+
+def _lease_params(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: json.dumps(v) if k in _JSON_COLUMNS else v for k, v in row.items()}
 
 
 def _table(model: type[SQLModel]) -> Table:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 
@@ -19,9 +20,12 @@ def per_worker(resource: str, worker: str | None = None) -> str:
 
 
 def holder(label: str = "") -> Holder:
+    """This process as a lease holder; cached, since it is stamped on every request."""
+    return _holder(label, worker_id(), os.getpid())
+
+
+@functools.lru_cache(maxsize=256)
+def _holder(label: str, worker: str, pid: int) -> Holder:
     return Holder(
-        worker_id=worker_id()[:200],
-        host=socket.gethostname()[:255],
-        pid=os.getpid(),
-        label=label[:200],
+        worker_id=worker[:200], host=socket.gethostname()[:255], pid=pid, label=label[:200]
     )

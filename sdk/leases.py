@@ -16,6 +16,7 @@ class Lease:
         self.missing = missing
         self._lost = threading.Event()
         self.lost_reason = ""
+        self.renewal_key = 0
 
     @property
     def lease_id(self) -> str | None:

@@ -10,14 +10,18 @@ lost: a coordinator that is merely unreachable may come back and restore it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
 
-from sdk.exceptions import CoordinatorUnavailable, LeaseLost, LeaseNotFound
+from sdk.exceptions import GCLError, LeaseLost, LeaseNotFound
 from sdk.leases import Lease
 from sdk.loop_thread import LoopThread
 from sdk.protocol import LeaseRef, RenewResult
@@ -30,64 +34,103 @@ OnLost = Callable[[Lease], None]
 
 
 class Renewer:
+    """Renews every tracked lease at a third of its TTL, from its own thread and connection.
+
+    `track` and `untrack` only touch a locked table: the renewer thread is woken only when a new
+    lease is due before whatever it already sleeps for, so the acquire/release hot path pays no
+    cross-thread wake-up.
+    """
+
     def __init__(self, settings: NatsSettings) -> None:
         self.settings = settings
+        self._lock = threading.Lock()
+        self._tracked: dict[int, tuple[Lease, OnLost | None]] = {}
+        self._due: list[tuple[float, int]] = []
+        self._keys = itertools.count(1)
+        self._sleep_until = float("inf")
         self._thread = LoopThread("gcl-renewer")
+        self._wake = asyncio.Event()
         self._rpc: Rpc | None = None
-        self._connecting: asyncio.Lock | None = None
-        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._main = self._thread.submit(self._run())
 
     def track(self, lease: Lease, on_lost: OnLost | None = None) -> None:
         """Renew `lease` until `untrack`; call `on_lost` (from the renewer thread) if it is lost."""
         if lease.info is None or lease.info.mode != "concurrency":
             return
-        self._thread.call_soon(self._start, lease, on_lost)
+        due = time.monotonic() + lease.info.ttl / 3
+        with self._lock:
+            lease.renewal_key = next(self._keys)  # never reused, unlike id()
+            self._tracked[lease.renewal_key] = (lease, on_lost)
+            heapq.heappush(self._due, (due, lease.renewal_key))
+            wake = due < self._sleep_until
+        if wake:
+            self._thread.call_soon(self._wake.set)
 
     def untrack(self, lease: Lease) -> None:
-        self._thread.call_soon(self._stop, id(lease))
+        with self._lock:
+            self._tracked.pop(lease.renewal_key, None)
 
-    def _start(self, lease: Lease, on_lost: OnLost | None) -> None:
-        self._tasks[id(lease)] = self._thread.loop.create_task(self._renew_loop(lease, on_lost))
+    async def _run(self) -> None:
+        while True:
+            for lease, on_lost in self._take_due():
+                asyncio.get_running_loop().create_task(self._renew(lease, on_lost))
+            with self._lock:
+                self._sleep_until = self._due[0][0] if self._due else float("inf")
+                timeout = max(0.0, min(self._sleep_until - time.monotonic(), 60.0))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
 
-    def _stop(self, key: int) -> None:
-        task = self._tasks.pop(key, None)
-        if task is not None:
-            task.cancel()
+    def _take_due(self) -> list[tuple[Lease, OnLost | None]]:
+        now = time.monotonic()
+        due = []
+        with self._lock:
+            while self._due and self._due[0][0] <= now:
+                _, key = heapq.heappop(self._due)
+                entry = self._tracked.get(key)
+                if entry is not None:
+                    due.append(entry)
+        return due
+
+    def _reschedule(self, lease: Lease) -> None:
+        assert lease.info is not None
+        with self._lock:
+            if lease.renewal_key in self._tracked:
+                due = time.monotonic() + lease.info.ttl / 3
+                heapq.heappush(self._due, (due, lease.renewal_key))
+        self._wake.set()  # on the renewer's own loop: it recomputes when to wake next
 
     async def _rpc_ready(self) -> Rpc:
         if self._rpc is None:
-            self._connecting = self._connecting or asyncio.Lock()
-            async with self._connecting:
-                if self._rpc is None:
-                    nc: NATS = await connect(self.settings, f"gcl-renewer-{os.getpid()}")
-                    self._rpc = Rpc(nc, self.settings)
+            nc: NATS = await connect(self.settings, f"gcl-renewer-{os.getpid()}")
+            self._rpc = Rpc(nc, self.settings)
         return self._rpc
 
-    async def _renew_loop(self, lease: Lease, on_lost: OnLost | None) -> None:
+    async def _renew(self, lease: Lease, on_lost: OnLost | None) -> None:
+        try:
+            await self._renew_once(lease)
+        except (LeaseLost, LeaseNotFound) as exc:
+            self._lost(lease, on_lost, exc)
+            return
+        self._reschedule(lease)
+
+    def _lost(self, lease: Lease, on_lost: OnLost | None, exc: Exception) -> None:
+        self.untrack(lease)
+        lease.mark_lost(str(exc))
+        log.error(
+            "lease %s on %s was lost: %s. The block keeps running but no longer owns "
+            "the slots; LeaseLost is raised when it exits",
+            lease.lease_id,
+            lease.names,
+            exc,
+        )
+        if on_lost is not None:
+            on_lost(lease)
+
+    async def _renew_once(self, lease: Lease) -> None:
+        """One renewal, retrying transient failures a few times within the period."""
         assert lease.info is not None
         period = lease.info.ttl / 3
-        try:
-            while True:
-                await asyncio.sleep(period)
-                if not await self._renew_once(lease, period):
-                    break
-        except (LeaseLost, LeaseNotFound) as exc:
-            lease.mark_lost(str(exc))
-            log.error(
-                "lease %s on %s was lost: %s. The block keeps running but no longer "
-                "owns the slots; LeaseLost is raised when it exits",
-                lease.lease_id,
-                lease.names,
-                exc,
-            )
-            if on_lost is not None:
-                on_lost(lease)
-        finally:
-            self._tasks.pop(id(lease), None)
-
-    async def _renew_once(self, lease: Lease, period: float) -> bool:
-        """One renewal with bounded retries; True to keep renewing."""
-        assert lease.info is not None
         timeout = max(0.2, min(self.settings.request_timeout, period / RETRIES_PER_PERIOD))
         for attempt in range(RETRIES_PER_PERIOD):
             try:
@@ -95,8 +138,10 @@ class Renewer:
                 await rpc.call(
                     "renew", LeaseRef(lease_id=lease.info.lease_id), RenewResult, timeout=timeout
                 )
-                return True
-            except CoordinatorUnavailable as exc:
+                return
+            except (LeaseLost, LeaseNotFound):
+                raise
+            except GCLError as exc:
                 log.warning(
                     "renewal of lease %s failed (attempt %d/%d): %s",
                     lease.lease_id,
@@ -105,12 +150,10 @@ class Renewer:
                     exc,
                 )
                 await asyncio.sleep(min(0.2 * 2**attempt, period / RETRIES_PER_PERIOD))
-        return True
 
     def close(self) -> None:
         async def shutdown() -> None:
-            for task in list(self._tasks.values()):
-                task.cancel()
+            self._main.cancel()
             if self._rpc is not None:
                 await self._rpc.nc.close()
 
