@@ -446,6 +446,7 @@ class Engine:
             spec.slot_decay_per_second,
             created_at=wall,
             updated_at=wall,
+            fencing_token=_token_floor(wall),
             is_template=naming.TEMPLATE_FIELD in spec.name,
         )
         self.limits[spec.name] = limit
@@ -468,6 +469,7 @@ class Engine:
             template.slot_decay_per_second,
             created_at=wall,
             updated_at=wall,
+            fencing_token=_token_floor(wall),
         )
         self.limits[name] = limit
         self._dirty(limit)
@@ -573,7 +575,11 @@ class Engine:
     # --- restoring --------------------------------------------------------------------------
 
     def restore(self, limits: Iterable[Limit], leases: Iterable[Lease]) -> None:
-        """Load durable state after a restart. Leases get a fresh TTL from now."""
+        """Load durable state after a restart. Leases get a fresh TTL from now.
+
+        A stored lease naming a limit that no longer exists (the database was edited by hand)
+        is dropped and its row deleted, rather than half-restored.
+        """
         now = self.clock.now()
         for limit in limits:
             limit.decay_at = now
@@ -582,13 +588,17 @@ class Engine:
             self.limits[limit.name] = limit
             if limit.is_template:
                 self._templates.add(limit.name)
+        orphans = []
         for lease in leases:
-            lease.names = [n for n in lease.names if n in self.limits]
+            if not all(name in self.limits for name in lease.names):
+                orphans.append(lease.lease_id)
+                continue
             lease.granted_mono = now
             lease.expires_at = now + lease.ttl
-            if lease.names:
-                self._attach(lease)
+            self._attach(lease)
         self.changes = Changes()
+        for lease_id in orphans:
+            self.changes.remove_lease(lease_id)
 
     # --- bookkeeping ------------------------------------------------------------------------
 
@@ -624,6 +634,16 @@ class Engine:
                 limits=limits,
             )
         )
+
+
+def _token_floor(wall: float) -> int:
+    """A new limit's first fencing token: the creation time in microseconds.
+
+    Tokens must keep growing even when a limit is deleted and created again under the same
+    name (a holder of the old one may still be about): starting from the clock guarantees it
+    unless the old limit issued over a million grants per second of its life.
+    """
+    return int(wall * 1_000_000)
 
 
 def _trim(memory: OrderedDict[str, Any]) -> None:

@@ -11,6 +11,7 @@ events leave in order, and only after the changes they reveal are on disk.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -67,6 +68,7 @@ Handler = Callable[[Any], BaseModel]
 # Replies that reveal no grant may leave before the commit they ride with: if that commit is
 # lost in a crash, a released lease comes back and simply expires (slots held too long, never
 # granted twice). Everything else waits for its commit, in order.
+MAX_FIELD_ECHO = 200  # an error echoes at most this much of the caller's input
 _REVEAL_NOTHING = frozenset({"renew", "release", "admin.ping"})
 
 
@@ -139,6 +141,7 @@ class Coordinator:
                 await self.nc.close()
             raise
         self.engine.restore(limits, leases)
+        self._outbox.merge(self.engine.take_changes())
         self.started_at = self.clock.wall()
         for operation in self._handlers:
             await self.nc.subscribe(self.subjects.op(operation), cb=self._on_message)
@@ -210,7 +213,14 @@ class Coordinator:
             request_type, handler = self._handlers[operation]
             request = _parse(request_type, data)
             result = handler(request)
-            return Reply(ok=True, result=result.model_dump(mode="json")).model_dump_json().encode()
+            reply = Reply(ok=True, result=result.model_dump(mode="json")).model_dump_json()
+            if len(reply) > self._max_reply:
+                return _error(
+                    "invalid_request",
+                    f"the answer ({len(reply):,} bytes) exceeds "
+                    "what NATS carries: narrow it (a limit name or pattern)",
+                )
+            return reply.encode()
         except Refusal as refusal:
             return _error(refusal.code, refusal.message, refusal.field)
         except Exception:
@@ -218,6 +228,10 @@ class Coordinator:
             return _error("internal", "the coordinator failed on this request; see its log")
         finally:
             self._outbox.merge(self.engine.take_changes())
+
+    @property
+    def _max_reply(self) -> int:
+        return int(self.nc.max_payload) if self.nc is not None else 1024 * 1024
 
     # --- outbox -----------------------------------------------------------------------------
 
@@ -314,24 +328,39 @@ def _parse(request_type: type[Message], data: bytes) -> Message:
     try:
         request = request_type.model_validate_json(data or b"{}")
     except ValidationError as exc:
+        _check_version(data)
         raise _invalid(exc) from None
-    if request.v != PROTOCOL_VERSION:
+    _check_version_number(request.v)
+    return request
+
+
+def _check_version(data: bytes) -> None:
+    """A newer client's request fails as a version mismatch, not as 'unknown field'."""
+    try:
+        version = json.loads(data).get("v", PROTOCOL_VERSION)
+    except (ValueError, AttributeError, RecursionError):
+        return
+    if isinstance(version, int) and not isinstance(version, bool):
+        _check_version_number(version)
+
+
+def _check_version_number(version: int) -> None:
+    if version != PROTOCOL_VERSION:
         raise Refusal(
             "unsupported_version",
-            f"protocol v{request.v} is not supported: this "
-            f"coordinator speaks v{PROTOCOL_VERSION}; upgrade the older side",
+            f"protocol v{str(version)[:20]} is not supported: this coordinator speaks "
+            f"v{PROTOCOL_VERSION}; upgrade the older side",
             "v",
         )
-    return request
 
 
 def _invalid(exc: ValidationError) -> Refusal:
     first = exc.errors(include_url=False, include_input=False)[0]
-    field = ".".join(str(part) for part in first["loc"]) or None
+    field = ".".join(str(part) for part in first["loc"])[:MAX_FIELD_ECHO] or None
     if first["type"] == "json_invalid":
         return Refusal("invalid_request", "the payload is not valid JSON", None)
     where = f"field {field!r}: " if field else ""
-    return Refusal("invalid_request", f"{where}{first['msg']}", field)
+    return Refusal("invalid_request", f"{where}{first['msg'][:MAX_FIELD_ECHO]}", field)
 
 
 def _error(code: str, message: str, field: str | None = None) -> bytes:

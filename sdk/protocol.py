@@ -47,7 +47,9 @@ class Part(BaseModel):
 
 
 class Message(Part):
-    """A request: carries the protocol version so old coordinators can refuse new clients."""
+    """A request: strict types (no "2" for 2, no true for 1) and a protocol version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     v: int = PROTOCOL_VERSION
 
@@ -88,13 +90,25 @@ class Subjects:
 # --- shared pieces ---------------------------------------------------------------------------
 
 
+def _printable(value: str) -> str:
+    """Holder fields end up in terminals: no escape codes or control characters."""
+    if not value.isprintable():
+        raise ValueError("must contain only printable characters")
+    return value
+
+
+Printable = Annotated[str, AfterValidator(_printable)]
+
+
 class Holder(Part):
     """Who holds or waits: shown to operators so they can find the process."""
 
-    worker_id: str = Field(default="", max_length=200)
-    host: str = Field(default="", max_length=255)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    worker_id: Printable = Field(default="", max_length=200)
+    host: Printable = Field(default="", max_length=255)
     pid: int = Field(default=0, ge=0, le=2**31)
-    label: str = Field(default="", max_length=200)
+    label: Printable = Field(default="", max_length=200)
 
 
 class LeaseInfo(Part):
