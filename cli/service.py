@@ -15,6 +15,16 @@ from coordinator.nats_server import NatsServer, port_in_use
 from coordinator.service import Coordinator
 from coordinator.settings import CoordinatorSettings
 
+metrics_port_option = click.option(
+    "--metrics-port",
+    envvar="GCL_METRICS_PORT",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics at http://GCL_METRICS_HOST:PORT/metrics (host default "
+    "127.0.0.1); 0 = off [env GCL_METRICS_PORT]",
+)
+
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
@@ -52,8 +62,9 @@ async def _serve(settings: CoordinatorSettings, on_ready: str | None = None) -> 
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
+@metrics_port_option
 @click.pass_context
-def serve(ctx: click.Context, db_url: str | None, log_level: str) -> None:
+def serve(ctx: click.Context, db_url: str | None, log_level: str, metrics_port: int) -> None:
     """Run the coordinator alone, next to an existing NATS (production).
 
     Reads GCL_NATS_URL / --nats, NATS credentials (GCL_NATS_USER, GCL_NATS_PASSWORD,
@@ -65,6 +76,7 @@ def serve(ctx: click.Context, db_url: str | None, log_level: str) -> None:
         nats_url=ctx.obj["nats_url"],
         prefix=ctx.obj["prefix"],
         db_url=db_url or f"sqlite:///{data_dir() / 'gcl.db'}",
+        metrics_port=metrics_port,
     )
     asyncio.run(_serve(settings, "coordinator ready. Ctrl-C stops it."))
 
@@ -90,8 +102,16 @@ def serve(ctx: click.Context, db_url: str | None, log_level: str) -> None:
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
+@metrics_port_option
 @click.pass_context
-def up(ctx: click.Context, port: int, db_url: str | None, demo: bool, log_level: str) -> None:
+def up(
+    ctx: click.Context,
+    port: int,
+    db_url: str | None,
+    demo: bool,
+    log_level: str,
+    metrics_port: int,
+) -> None:
     """Start a private NATS (JetStream, loopback only) and the coordinator, in the foreground.
 
     Everything lives in the data folder (GCL_DATA_DIR, default ./.gcl). Other gcl commands
@@ -109,6 +129,7 @@ def up(ctx: click.Context, port: int, db_url: str | None, demo: bool, log_level:
         nats_url=server.url,
         prefix=ctx.obj["prefix"],
         db_url=db_url or f"sqlite:///{folder / 'gcl.db'}",
+        metrics_port=metrics_port,
     )
     banner = _banner(server.url, settings.db_url, folder)
     try:

@@ -28,6 +28,8 @@ from coordinator.changes import Changes
 from coordinator.clock import Clock, SystemClock
 from coordinator.engine import Engine
 from coordinator.errors import Refusal
+from coordinator.event_stream import ensure_stream
+from coordinator.metrics import MetricsEndpoint, start_metrics
 from coordinator.settings import CoordinatorSettings
 from coordinator.store import Store
 from sdk.exceptions import GCLError
@@ -92,6 +94,7 @@ class Coordinator:
         self._failed = asyncio.Event()
         self._handlers = self._routes()
         self.observers: list[Callable[[Event], None]] = []
+        self.metrics: MetricsEndpoint | None = None
 
     def _routes(self) -> dict[str, tuple[type[Message], Handler]]:
         e = self.engine
@@ -135,6 +138,8 @@ class Coordinator:
         try:
             self.nc = await connect(self.settings, f"gcl-coordinator-{self.id}")
             await self._ensure_alone()
+            await ensure_stream(self.nc, self.settings)  # warns, never raises
+            self.metrics = await start_metrics(self.engine, self.settings, self.observers)
         except BaseException:
             await asyncio.to_thread(self.store.close)
             if self.nc is not None:
@@ -193,6 +198,8 @@ class Coordinator:
             await asyncio.wait_for(asyncio.shield(self._flusher), timeout=10)
         if self.nc is not None and not self.nc.is_closed:
             await self.nc.drain()
+        if self.metrics is not None:
+            await self.metrics.stop()
         await asyncio.to_thread(self.store.close)
 
     # --- messages ---------------------------------------------------------------------------

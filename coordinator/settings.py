@@ -25,3 +25,15 @@ class CoordinatorSettings(NatsSettings):
     db_retry_seconds: float = Field(
         30.0, gt=0, le=3600, description="how long to retry a failing commit, then exit"
     )
+    events_max_age_seconds: float = Field(
+        7 * 86_400.0, gt=0, le=10 * 365 * 86_400, description="keep stored events this long"
+    )
+    events_max_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="keep at most this many bytes of stored events"
+    )
+    metrics_port: int = Field(
+        0, ge=0, le=65_535, description="serve Prometheus metrics on this port; 0 turns them off"
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="address for the metrics port (0.0.0.0 to let others scrape)"
+    )
