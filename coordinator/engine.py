@@ -58,6 +58,7 @@ class Engine:
         self._decay_blocked: set[str] = set()
         self._rate_grants: OrderedDict[str, Lease] = OrderedDict()
         self._templates: set[str] = set()
+        self._holders: dict[Holder, Holder] = {}  # one object per distinct holder: 100k leases
 
     # --- stepping ---------------------------------------------------------------------------
 
@@ -116,7 +117,15 @@ class Engine:
             lease = self._grant(request, names, now)
             return self._granted(request.request_id, lease, missing)
         if not request.wait:
-            raise Refusal("timeout", _busy_message(names), "timeout_seconds")
+            message = _busy_message(names)
+            self._emit(
+                "waiter.rejected",
+                names,
+                request_id=request.request_id,
+                holder=request.holder,
+                reason=message,
+            )
+            raise Refusal("timeout", message, "timeout_seconds")
         return self._enqueue(request, names, missing, now)
 
     def _repeat(self, request: AcquireRequest) -> AcquireResult | None:
@@ -227,7 +236,7 @@ class Engine:
             occupy=request.occupy,
             mode=request.mode,
             ttl=request.lease_ttl,
-            holder=request.holder,
+            holder=self._holders.setdefault(request.holder, request.holder),
             granted_at=self.clock.wall(),
             granted_mono=now,
             expires_at=now + request.lease_ttl,

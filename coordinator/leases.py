@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sdk.protocol import Holder, LeaseInfo, Mode
 
 
-@dataclass
+@dataclass(slots=True)
 class Lease:
     lease_id: str
     request_id: str

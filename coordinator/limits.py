@@ -9,7 +9,7 @@ from sdk.protocol import LimitInfo
 EPSILON = 1e-9
 
 
-@dataclass
+@dataclass(slots=True)
 class Limit:
     """One named limit. `held` is kept equal to the sum of its live leases' `occupy`."""
 

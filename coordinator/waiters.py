@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from sdk.protocol import AcquireRequest, WaiterInfo
 
 
-@dataclass
+@dataclass(slots=True)
 class Waiter:
     request: AcquireRequest
     names: list[str]
