@@ -185,10 +185,14 @@ class Coordinator:
         if ready is not None:
             ready()
         try:
-            await self._failed.wait()
-            raise GCLError("the database kept failing; stopping so a restart reloads the truth")
+            await self.failed()
         finally:
             await self.stop()
+
+    async def failed(self) -> None:
+        """Wait until the coordinator can no longer serve (its database kept failing); raise."""
+        await self._failed.wait()
+        raise GCLError("the database kept failing; stopping so a restart reloads the truth")
 
     async def stop(self) -> None:
         """Finish the commit in flight, send what it owes, then let go of NATS and the DB."""

@@ -57,10 +57,17 @@ class AsyncClient:
     """Acquire leases from the coordinator. One NATS connection, shared by every call."""
 
     def __init__(
-        self, settings: ClientSettings | None = None, *, label: str = "", nc: NATS | None = None
+        self,
+        settings: ClientSettings | None = None,
+        *,
+        label: str = "",
+        worker_id: str | None = None,
+        nc: NATS | None = None,
     ) -> None:
+        """`label` and `worker_id` (default: WORKER_ID or the host name) tag every lease."""
         self.settings = settings or ClientSettings()
         self.label = label
+        self.worker_id = worker_id
         self._nc = nc
         self._owns_nc = nc is None
         self._rpc: Rpc | None = None
@@ -126,10 +133,15 @@ class AsyncClient:
         lease = await self.acquire(names, occupy, timeout_seconds, strict, lease_ttl, label)
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
+        inside = True
+
+        def cancel_if_inside() -> None:
+            if inside and task is not None:  # never cancel what the task does after the block
+                task.cancel()
 
         def on_lost(_: Lease) -> None:
-            if cancel_on_lost and task is not None:
-                loop.call_soon_threadsafe(task.cancel)
+            if cancel_on_lost:
+                loop.call_soon_threadsafe(cancel_if_inside)
 
         renewer = renewer_for(self.settings)
         renewer.track(lease, on_lost)
@@ -141,6 +153,7 @@ class AsyncClient:
                 raise _lost(lease) from None
             raise
         finally:
+            inside = False
             renewer.untrack(lease)
             await asyncio.shield(self.release(lease))
         if lease.lost:
@@ -167,9 +180,11 @@ class AsyncClient:
         mode: Mode = "concurrency",
     ) -> Lease:
         """Block until granted. Prefer `concurrency()`, which also renews and releases."""
-        request = self._request(names, occupy, timeout_seconds, strict, lease_ttl, label, mode)
+        listed = [names] if isinstance(names, str) else list(names)
+        _check_input(listed, occupy, timeout_seconds)  # before any network
+        rpc = await self._ready()  # first: the request names our inbox for the grant notice
+        request = self._request(listed, occupy, timeout_seconds, strict, lease_ttl, label, mode)
         deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
-        rpc = await self._ready()
         future: asyncio.Future[WaitNotice] = asyncio.get_running_loop().create_future()
         self._waiting[request.request_id] = future
         try:
@@ -186,7 +201,7 @@ class AsyncClient:
 
     def _request(
         self,
-        names: Names,
+        names: list[str],
         occupy: int,
         timeout_seconds: float | None,
         strict: bool,
@@ -194,19 +209,17 @@ class AsyncClient:
         label: str | None,
         mode: Mode,
     ) -> AcquireRequest:
-        """Check input here, so mistakes fail with a clear message before any network."""
-        listed = [names] if isinstance(names, str) else list(names)
-        _check_input(listed, occupy, timeout_seconds)
+        """The wire request; the model's own checks are the last line of defence."""
         try:
             return AcquireRequest(
                 request_id=uuid.uuid4().hex,
-                names=listed,
+                names=names,
                 occupy=occupy,
                 mode=mode,
                 lease_ttl=lease_ttl if lease_ttl is not None else self.settings.lease_ttl,
                 wait=timeout_seconds != 0,
                 strict=strict,
-                holder=holder(label if label is not None else self.label),
+                holder=holder(label if label is not None else self.label, self.worker_id),
                 notify=self._inbox,
             )
         except ValueError as exc:
@@ -340,10 +353,16 @@ class AsyncClient:
 class Client:
     """The sync face of `AsyncClient`: the same calls, run on a private event-loop thread."""
 
-    def __init__(self, settings: ClientSettings | None = None, *, label: str = "") -> None:
+    def __init__(
+        self,
+        settings: ClientSettings | None = None,
+        *,
+        label: str = "",
+        worker_id: str | None = None,
+    ) -> None:
         self.settings = settings or ClientSettings()
         self._thread = LoopThread("gcl-client")
-        self._async = AsyncClient(self.settings, label=label)
+        self._async = AsyncClient(self.settings, label=label, worker_id=worker_id)
 
     def __enter__(self) -> Client:
         return self

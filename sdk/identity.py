@@ -19,9 +19,9 @@ def per_worker(resource: str, worker: str | None = None) -> str:
     return f"{resource}:{worker or worker_id()}"
 
 
-def holder(label: str = "") -> Holder:
+def holder(label: str = "", worker: str | None = None) -> Holder:
     """This process as a lease holder; cached, since it is stamped on every request."""
-    return _holder(label, worker_id(), os.getpid())
+    return _holder(label, worker or worker_id(), os.getpid())
 
 
 @functools.lru_cache(maxsize=256)

@@ -110,16 +110,21 @@ class Renewer:
         try:
             await self._renew_once(lease)
         except (LeaseLost, LeaseNotFound) as exc:
-            self._lost(lease, on_lost, exc)
+            if self._is_tracked(lease):  # else the block ended and released it meanwhile
+                self._lost(lease, on_lost, exc)
             return
         self._reschedule(lease)
+
+    def _is_tracked(self, lease: Lease) -> bool:
+        with self._lock:
+            return lease.renewal_key in self._tracked
 
     def _lost(self, lease: Lease, on_lost: OnLost | None, exc: Exception) -> None:
         self.untrack(lease)
         lease.mark_lost(str(exc))
         log.error(
-            "lease %s on %s was lost: %s. The block keeps running but no longer owns "
-            "the slots; LeaseLost is raised when it exits",
+            "lease %s on %s was lost: %s. The block no longer owns the slots; LeaseLost is "
+            "raised when it exits",
             lease.lease_id,
             lease.names,
             exc,

@@ -11,6 +11,7 @@ from sdk.admin import AsyncAdminClient
 from sdk.client import AsyncClient
 from sdk.exceptions import AcquireTimeout, InvalidRequest, LimitNotFound
 from sdk.protocol import AcquireRequest, AcquireResult
+from sdk.settings import ClientSettings
 from sdk.transport import Rpc
 from tests.conftest import wait_until
 
@@ -174,3 +175,22 @@ async def test_bad_input_is_refused_before_the_network(client: AsyncClient):
         await client.acquire("ok", occupy=0)
     with pytest.raises(InvalidRequest, match="timeout_seconds"):
         await client.acquire("ok", timeout_seconds=float("nan"))
+
+
+async def test_first_acquire_of_a_fresh_client_is_pushed_its_grant(
+    client: AsyncClient, admin: AsyncAdminClient, client_settings: ClientSettings
+):
+    """A client's very first request (no `async with`, as the module-level API does) must name
+    its inbox, or it only learns of its grant at the next keepalive, seconds later."""
+    await admin.create_limit("gpu", 1)
+    fresh = AsyncClient(client_settings)
+    try:
+        async with client.concurrency("gpu"):
+            task = asyncio.create_task(fresh.acquire("gpu"))
+            await wait_until(lambda: _waiters(admin, "gpu", 1))
+            released_at = time.monotonic()
+        lease = await asyncio.wait_for(task, 5)
+        assert time.monotonic() - released_at < 1.0  # a keepalive comes only after 2 s
+        await fresh.release(lease)
+    finally:
+        await fresh.aclose()

@@ -136,3 +136,15 @@ def test_sync_api_holds_and_releases(
             client.concurrency(["db", "api"], occupy=1),
         ):
             assert admin.get_limit("db").limit.held == 1
+
+
+async def test_cancel_on_lost_never_cancels_code_after_the_block(
+    client: AsyncClient, admin: AsyncAdminClient
+):
+    """A renewal in flight when the block releases gets 'gone: released' back; that must not
+    be taken for a loss and cancel whatever the task does next."""
+    await admin.create_limit("gpu", 1)
+    for _ in range(3):
+        async with client.concurrency("gpu", lease_ttl=3, cancel_on_lost=True):
+            await asyncio.sleep(1.0)  # the first renewal is due at ttl/3 = 1.0 s
+        await asyncio.sleep(0.5)  # cancelled here, before the fix
