@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
+from collections.abc import Sequence
 
 import click
 
+from cli import leases, limits
 from cli.config import resolve_nats_url
 from cli.dashboard import dashboard
 from cli.service import serve, up
 from sdk.exceptions import CoordinatorUnavailable, GCLError
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 1
+EXIT_UNAVAILABLE = 2
+EXIT_INTERRUPTED = 130
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -35,7 +43,12 @@ def cli(ctx: click.Context, nats_url: str | None, prefix: str) -> None:
 
     \b
     Start here:   gcl up             (NATS + coordinator on a SQLite file, in ./.gcl)
+    Limits:       gcl create 'gpu:{worker_id}' --limit 2   ·   gcl ls   ·   gcl inspect NAME
     Production:   gcl serve --db postgresql+psycopg://user@host/db
+    \b
+    Environment:  GCL_NATS_URL, GCL_PREFIX, GCL_DB_URL (serve/up), GCL_DATA_DIR (up);
+                  NATS auth: GCL_NATS_USER + GCL_NATS_PASSWORD, GCL_NATS_TOKEN, GCL_NATS_CREDS;
+                  TLS: GCL_NATS_TLS_CA, GCL_NATS_TLS_CERT, GCL_NATS_TLS_KEY.
     Exit codes:   0 ok, 1 user error, 2 coordinator or NATS unreachable.
     """
     ctx.ensure_object(dict)
@@ -43,28 +56,57 @@ def cli(ctx: click.Context, nats_url: str | None, prefix: str) -> None:
     ctx.obj["prefix"] = prefix
 
 
-cli.add_command(up)
-cli.add_command(serve)
-cli.add_command(dashboard)
+@click.command(short_help="Check that a coordinator answers (health checks).")
+@click.pass_context
+def ping(ctx: click.Context) -> None:
+    """Check that a coordinator answers (exit 0) or not (exit 2): for health checks."""
+    with limits.open_admin(ctx) as admin:
+        pong = admin.ping()
+    url = ctx.find_root().obj["nats_url"]
+    click.echo(f"coordinator {pong.coordinator_id} (v{pong.version}) answers on {url}")
+
+
+for command in (up, serve, dashboard, ping, *limits.COMMANDS, *leases.COMMANDS):
+    cli.add_command(command)
+
+if importlib.util.find_spec("cli.events") is not None:  # `gcl events` lands in its own module
+    from cli.events import events
+
+    cli.add_command(events)
+
+from cli.alert import alert  # noqa: E402 - `gcl alert`, after the commands above
+
+cli.add_command(alert)
+
+
+def run(args: Sequence[str] | None = None) -> int:
+    """Run the command and map what went wrong to an exit code and a one-line message."""
+    argv = list(args) if args is not None else None
+    try:
+        result = cli.main(args=argv, prog_name="gcl", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted.", err=True)
+        return EXIT_USER_ERROR
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
+        return EXIT_USER_ERROR
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USER_ERROR
+    except CoordinatorUnavailable as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_UNAVAILABLE
+    except GCLError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return result if isinstance(result, int) else EXIT_OK
 
 
 def main() -> None:
-    try:
-        cli(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted.", err=True)
-        sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(1)
-    except CoordinatorUnavailable as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except GCLError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    sys.exit(run())
 
 
 if __name__ == "__main__":

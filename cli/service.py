@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -32,18 +34,33 @@ def _setup_logging(level: str) -> None:
     )
 
 
-async def _serve(settings: CoordinatorSettings, on_ready: str | None = None) -> None:
-    """Run until SIGINT/SIGTERM, then stop cleanly (finish commits, drain NATS)."""
+async def _serve(
+    settings: CoordinatorSettings,
+    on_ready: str | None = None,
+    companion: Callable[[CoordinatorSettings], Coroutine[Any, Any, None]] | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM, then stop cleanly: the companion (demo) first, so its leases
+    are released while the coordinator still answers, then commits finish and NATS drains."""
     coordinator = Coordinator(settings)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+    await coordinator.start()
+    side = loop.create_task(companion(settings)) if companion else None
     try:
-        await coordinator.run(lambda: click.echo(on_ready) if on_ready else None)
+        if on_ready:
+            click.echo(on_ready)
+        await coordinator.failed()
     except asyncio.CancelledError:
         click.echo("stopping...")
+    finally:
+        if side is not None:
+            side.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(side, 15)
+        await coordinator.stop()
 
 
 @click.command()
@@ -142,18 +159,12 @@ def up(
 
 
 async def _up(settings: CoordinatorSettings, banner: str, demo: bool) -> None:
-    demo_task = None
+    companion = None
     if demo:
         from cli.demo import run_demo
 
-        demo_task = asyncio.get_running_loop().create_task(run_demo(settings))
-    try:
-        await _serve(settings, banner)
-    finally:
-        if demo_task is not None:
-            demo_task.cancel()
-            with contextlib.suppress(BaseException):
-                await demo_task
+        companion = run_demo
+    await _serve(settings, banner, companion)
 
 
 def _banner(url: str, db_url: str, folder: Path) -> str:

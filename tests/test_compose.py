@@ -1,0 +1,220 @@
+"""compose.yaml and the Dockerfile agree with the code (no Docker engine runs here).
+
+Commands are parsed by the real click group and the example's real argument parser, and
+environment names are checked against the settings classes that read them.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+from sqlalchemy.engine import make_url
+
+from cli.main import cli
+from coordinator.settings import CoordinatorSettings
+from examples.per_worker_pipeline import parse_args
+from sdk.identity import worker_id
+from sdk.settings import ClientSettings
+from tests.conftest import ROOT
+
+COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+GCL_SERVICES = [name for name, spec in SERVICES.items() if spec.get("image") == "gcl:local"]
+WORKERS = ["worker-1", "worker-2"]
+READ_BY_CODE = (
+    {f"GCL_{field.upper()}" for field in CoordinatorSettings.model_fields}
+    | {f"GCL_{field.upper()}" for field in ClientSettings.model_fields}
+    | {"WORKER_ID", "GCL_DATA_DIR"}
+)
+
+
+def environment(service: str) -> dict[str, str]:
+    env = SERVICES[service].get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {key: str(value) for key, value in env.items()}
+
+
+def check_command(argv: list[str]) -> None:
+    """Parse argv as the container would run it, without running it."""
+    if argv[0] == "gcl":
+        root = click.Context(cli, info_name="gcl")
+        command = cli.get_command(root, argv[1])
+        assert command is not None, f"`gcl {argv[1]}` is not a command"
+        command.make_context(argv[1], argv[2:], parent=root)
+    elif argv[0] == "python":
+        script = ROOT / argv[1]
+        assert script.is_file(), f"{argv[1]} does not exist"
+        assert script.resolve() == (ROOT / "examples" / "per_worker_pipeline.py").resolve()
+        parse_args(argv[2:])
+    else:
+        pytest.fail(f"unexpected program {argv[0]!r}")
+
+
+def as_argv(command: str | list[str]) -> list[str]:
+    return shlex.split(command) if isinstance(command, str) else [str(c) for c in command]
+
+
+def test_every_service_is_there() -> None:
+    expected = {"nats", "postgres", "coordinator", "limits", *WORKERS}
+    assert expected <= set(SERVICES)
+    assert set(GCL_SERVICES) == {"coordinator", "limits", *WORKERS}
+
+
+def test_nats_runs_the_official_image_with_jetstream() -> None:
+    nats = SERVICES["nats"]
+    assert re.fullmatch(r"nats(:[\w.-]+)?", nats["image"])
+    assert "-js" in as_argv(nats["command"])
+    assert re.fullmatch(r"postgres(:[\w.-]+)?", SERVICES["postgres"]["image"])
+
+
+def test_gcl_images_are_built_from_the_repo_dockerfile() -> None:
+    for name in GCL_SERVICES:
+        assert SERVICES[name]["build"] == "."
+    assert (ROOT / "Dockerfile").is_file()
+
+
+@pytest.mark.parametrize("service", ["coordinator", "limits", *WORKERS])
+def test_commands_and_health_checks_parse(service: str) -> None:
+    check_command(as_argv(SERVICES[service]["command"]))
+    test = SERVICES[service].get("healthcheck", {}).get("test")
+    if test:
+        assert test[0] == "CMD"
+        check_command(test[1:])
+
+
+def test_coordinator_serves_and_limits_creates_the_template_workers_use() -> None:
+    assert as_argv(SERVICES["coordinator"]["command"]) == ["gcl", "serve"]
+    create = as_argv(SERVICES["limits"]["command"])
+    assert create[:2] == ["gcl", "create"] and "--if-not-exists" in create
+    template, slots = create[2], create[create.index("--limit") + 1]
+    assert slots == "2"
+    for worker in WORKERS:
+        args = parse_args(as_argv(SERVICES[worker]["command"])[2:])
+        assert template == f"{args.resource}:{{worker_id}}"
+
+
+@pytest.mark.parametrize("service", GCL_SERVICES)
+def test_environment_names_are_ones_the_code_reads(service: str) -> None:
+    unknown = set(environment(service)) - READ_BY_CODE
+    assert not unknown, f"{service} sets variables nothing reads: {unknown}"
+
+
+def test_coordinator_settings_come_out_of_its_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = environment("coordinator")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = CoordinatorSettings()
+    assert settings.nats_url == "nats://nats:4222"
+    assert settings.db_url == env["GCL_DB_URL"]
+
+
+@pytest.mark.parametrize("service, expected", [("worker-1", "gpu-1"), ("worker-2", "gpu-2")])
+def test_workers_have_their_own_worker_id(
+    service: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in environment(service).items():
+        monkeypatch.setenv(key, value)
+    assert worker_id() == expected
+    assert ClientSettings().nats_url == "nats://nats:4222"
+
+
+def test_urls_point_at_the_compose_services() -> None:
+    nats_url = make_url(environment("coordinator")["GCL_NATS_URL"].replace("nats://", "x://"))
+    assert (nats_url.host, nats_url.port) == ("nats", 4222)
+    db = make_url(environment("coordinator")["GCL_DB_URL"])
+    postgres = environment("postgres")
+    assert db.drivername == "postgresql+psycopg"
+    assert (db.host, db.port or 5432) == ("postgres", 5432)
+    assert db.username == postgres["POSTGRES_USER"]
+    assert db.password == postgres["POSTGRES_PASSWORD"]
+    assert db.database == postgres["POSTGRES_DB"]
+    assert any(
+        "psycopg" in dep for dep in PYPROJECT["project"]["optional-dependencies"]["postgres"]
+    )
+    for service in GCL_SERVICES:
+        assert environment(service)["GCL_NATS_URL"] == "nats://nats:4222"
+
+
+def test_start_order_waits_for_what_each_service_needs() -> None:
+    def needs(service: str) -> dict[str, str]:
+        return {k: v["condition"] for k, v in SERVICES[service]["depends_on"].items()}
+
+    assert needs("coordinator") == {"nats": "service_healthy", "postgres": "service_healthy"}
+    assert needs("limits") == {"coordinator": "service_healthy"}
+    for worker in WORKERS:
+        assert needs(worker) == {"limits": "service_completed_successfully"}
+    for service in ("nats", "postgres", "coordinator"):
+        assert SERVICES[service]["healthcheck"]["test"]
+
+
+# --- the Dockerfile ------------------------------------------------------------------------
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    steps = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            instruction, _, rest = line.partition(" ")
+            steps.append((instruction.upper(), rest.strip()))
+    return steps
+
+
+def test_dockerfile_installs_the_package_and_runs_gcl_serve() -> None:
+    steps = dockerfile()
+    assert steps[0][0] == "FROM" and steps[0][1].startswith("python:3.11")
+    runs = " ".join(rest for instruction, rest in steps if instruction == "RUN")
+    assert re.search(r"pip install [\"']?\.\[postgres\][\"']?", runs)
+    assert ("CMD", '["gcl", "serve"]') in steps
+    assert PYPROJECT["project"]["scripts"]["gcl"] == "cli.main:main"
+    assert ("COPY", ". /app") in steps and ("WORKDIR", "/app") in steps
+
+
+def test_build_context_keeps_what_pip_install_needs() -> None:
+    """Everything `pip install .` reads must be in the context and not ignored."""
+    ignored = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    needed = ["pyproject.toml", PYPROJECT["project"]["readme"], "examples"]
+    needed += [
+        p.rstrip("*") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+    ]
+    for path in needed:
+        assert (ROOT / path).exists(), f"{path} is missing"
+        assert not any(Path(path).match(pattern) for pattern in ignored), f"{path} is ignored"
+    assert ".venv" in ignored and ".git" in ignored
+
+
+def test_the_image_installs_every_package_gcl_imports() -> None:
+    """`pip install .` ships only the packages pyproject includes; `gcl` must need no other."""
+    import fnmatch
+    import sys
+
+    import cli.main  # noqa: F401 - loads every command module
+
+    include = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+    local = set()
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        top = name.split(".")[0]
+        if path and Path(path).is_relative_to(ROOT / top) and (ROOT / top).is_dir():
+            local.add(top)
+    local -= {"tests", "examples"}
+    assert {"cli", "sdk", "coordinator"} <= local
+    missing = {pkg for pkg in local if not any(fnmatch.fnmatch(pkg, p) for p in include)}
+    assert not missing, f"gcl imports {missing}, which pip install . would leave out"
