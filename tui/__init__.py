@@ -1,0 +1,23 @@
+"""The operator dashboard (Textual). Only this package imports Textual.
+
+from tui import run_dashboard
+run_dashboard(NatsSettings(nats_url="nats://127.0.0.1:4222"))
+"""
+
+from __future__ import annotations
+
+import logging
+
+from textual.logging import TextualHandler
+
+from sdk.settings import NatsSettings
+from tui.app import DashboardApp, Options
+from tui.source import NatsSource
+
+__all__ = ["DashboardApp", "Options", "run_dashboard"]
+
+
+def run_dashboard(settings: NatsSettings, read_only: bool = False) -> None:
+    """Run in this terminal until the operator quits. Logs go to Textual's devtools console."""
+    logging.basicConfig(level=logging.WARNING, handlers=[TextualHandler()], force=True)
+    DashboardApp(NatsSource(settings), Options(read_only=read_only)).run()
