@@ -1,0 +1,168 @@
+"""Entry points of the benchmark's child processes (started with multiprocessing "spawn").
+
+Load comes from separate OS processes because one Python process cannot drive 32 clients'
+worth of requests: its own GIL would be the bottleneck and we would measure the client. Times
+that are compared across processes use CLOCK_MONOTONIC, which is one clock for the whole host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event as MpEvent
+from typing import Any
+
+import nats
+from nats.aio.msg import Msg
+
+from sdk.client import AsyncClient
+from sdk.settings import ClientSettings
+
+WARMUP_PAIRS = 5
+MAX_WAIT_FOR_START = 60.0
+
+
+def host_now_ns() -> int:
+    """One clock shared by every process on this host."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+@dataclass(frozen=True)
+class LoadJob:
+    """What one load process does: `clients` connections looping acquire+release on `name`."""
+
+    nats_url: str
+    name: str
+    clients: int
+    duration: float
+    max_pairs_per_client: int
+
+
+def run_load(job: LoadJob, start: MpEvent, start_at: Any, results: Queue[Any]) -> None:
+    """Process entry: connect, report ready, wait for the common start, loop, report counts."""
+    try:
+        results.put(asyncio.run(_load(job, start, start_at, results)))
+    except BaseException as exc:  # the parent must hear of it, or it waits for its timeout
+        results.put(("error", os.getpid(), repr(exc)))
+
+
+async def _load(
+    job: LoadJob, start: MpEvent, start_at: Any, results: Queue[Any]
+) -> tuple[str, int, int]:
+    settings = ClientSettings(nats_url=job.nats_url, unavailable_timeout=10)
+    clients = [AsyncClient(settings, label=f"bench-{os.getpid()}-{i}") for i in range(job.clients)]
+    try:
+        for client in clients:
+            await client.__aenter__()
+        for client in clients:
+            for _ in range(WARMUP_PAIRS):
+                async with client.concurrency(job.name):
+                    pass
+        results.put(("ready", os.getpid(), 0))
+        if not await asyncio.to_thread(start.wait, MAX_WAIT_FOR_START):
+            raise TimeoutError("the parent never gave the start signal")
+        begin_ns = int(start_at.value)
+        end_ns = begin_ns + int(job.duration * 1e9)
+        await asyncio.sleep(max(0.0, (begin_ns - host_now_ns()) / 1e9))
+        loops = [_pairs(c, job.name, end_ns, job.max_pairs_per_client) for c in clients]
+        counts = await asyncio.wait_for(asyncio.gather(*loops), job.duration + 60)
+        return ("done", os.getpid(), sum(counts))
+    finally:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+
+async def _pairs(client: AsyncClient, name: str, end_ns: int, max_pairs: int) -> int:
+    """Acquire+release until the window closes; count only pairs finished inside it."""
+    done = 0
+    for _ in range(max_pairs):
+        if host_now_ns() >= end_ns:
+            break
+        async with client.concurrency(name):
+            pass
+        if host_now_ns() <= end_ns:
+            done += 1
+    return done
+
+
+@dataclass(frozen=True)
+class PingPongJob:
+    """One of two processes handing a one-slot limit back and forth."""
+
+    nats_url: str
+    name: str
+    rounds: int
+    hold_seconds: float
+
+
+def run_pingpong(job: PingPongJob, start: MpEvent, results: Queue[Any]) -> None:
+    """Process entry: hold the slot `rounds` times, recording request, entry and release times."""
+    try:
+        results.put(asyncio.run(_pingpong(job, start, results)))
+    except BaseException as exc:
+        results.put(("error", os.getpid(), repr(exc)))
+
+
+async def _pingpong(
+    job: PingPongJob, start: MpEvent, results: Queue[Any]
+) -> tuple[str, int, list[tuple[int, int, int]]]:
+    settings = ClientSettings(nats_url=job.nats_url, unavailable_timeout=10)
+    records: list[tuple[int, int, int]] = []
+    async with AsyncClient(settings, label=f"pingpong-{os.getpid()}") as client:
+        async with client.concurrency(job.name):  # warm-up: connection, renewer thread
+            pass
+        results.put(("ready", os.getpid(), []))
+        if not await asyncio.to_thread(start.wait, MAX_WAIT_FOR_START):
+            raise TimeoutError("the parent never gave the start signal")
+        deadline = time.monotonic() + job.rounds * (job.hold_seconds + 0.5) + 30
+        for _ in range(job.rounds):
+            if time.monotonic() > deadline:
+                break
+            requested = host_now_ns()
+            async with client.concurrency(job.name):
+                entered = host_now_ns()
+                await asyncio.sleep(job.hold_seconds)
+                releasing = host_now_ns()
+            records.append((requested, entered, releasing))
+    return ("done", os.getpid(), records)
+
+
+def run_holder(nats_url: str, name: str, ttl: float, results: Queue[Any]) -> None:
+    """Process entry: take the slot with a short TTL, say so, then wait to be SIGKILLed."""
+    try:
+        asyncio.run(_hold(nats_url, name, ttl, results))
+    except BaseException as exc:
+        results.put(("error", os.getpid(), repr(exc)))
+
+
+async def _hold(nats_url: str, name: str, ttl: float, results: Queue[Any]) -> None:
+    settings = ClientSettings(nats_url=nats_url, unavailable_timeout=10)
+    client = AsyncClient(settings, label="doomed-holder")
+    async with client, client.concurrency(name, lease_ttl=ttl):
+        results.put(("held", os.getpid(), 0))
+        await asyncio.sleep(120)  # bounded: the parent kills us long before this
+
+
+def run_echo(nats_url: str, subject: str, results: Queue[Any]) -> None:
+    """Process entry: a bare nats-py responder, the floor any coordinator reply sits on."""
+    try:
+        asyncio.run(_echo(nats_url, subject, results))
+    except BaseException as exc:
+        results.put(("error", os.getpid(), repr(exc)))
+
+
+async def _echo(nats_url: str, subject: str, results: Queue[Any]) -> None:
+    nc = await nats.connect(nats_url)
+
+    async def answer(msg: Msg) -> None:
+        await msg.respond(msg.data)
+
+    await nc.subscribe(subject, cb=answer)
+    await nc.flush()
+    results.put(("ready", os.getpid(), 0))
+    await asyncio.sleep(600)  # bounded: the parent reaps us when it is done
