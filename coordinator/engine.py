@@ -25,6 +25,7 @@ from sdk.protocol import (
     AcquireRequest,
     AcquireResult,
     Event,
+    EventKind,
     Holder,
     LeaseInfo,
     LimitCreate,
@@ -370,7 +371,7 @@ class Engine:
             "lease_not_found", f"the coordinator does not know lease {lease_id}", "lease_id"
         )
 
-    def _end_lease(self, lease: Lease, kind: str, reason: str) -> None:
+    def _end_lease(self, lease: Lease, kind: EventKind, reason: str) -> None:
         self._detach(lease, self.clock.now())
         self._ended[lease.lease_id] = (kind, reason)
         _trim(self._ended)
@@ -395,7 +396,7 @@ class Engine:
         """Leave the queue; if the grant raced the withdrawal, give the slots straight back."""
         waiter = self.queues.get(request_id)
         if waiter is not None:
-            kind = "waiter.timed_out" if reason == "timeout" else "waiter.withdrawn"
+            kind: EventKind = "waiter.timed_out" if reason == "timeout" else "waiter.withdrawn"
             self._drop_waiter(waiter, kind, f"the waiter gave up ({reason})")
             return WaitStatus(status="withdrawn", request_id=request_id)
         lease_id = self.lease_by_request.get(request_id)
@@ -404,7 +405,7 @@ class Engine:
             return WaitStatus(status="released", request_id=request_id)
         return WaitStatus(status="unknown", request_id=request_id)
 
-    def _drop_waiter(self, waiter: Waiter, kind: str, reason: str) -> None:
+    def _drop_waiter(self, waiter: Waiter, kind: EventKind, reason: str) -> None:
         self.queues.remove(waiter)
         self._emit(
             kind,
@@ -616,7 +617,7 @@ class Engine:
 
     def _emit(
         self,
-        kind: str,
+        kind: EventKind,
         names: list[str],
         *,
         lease: Lease | None = None,
@@ -631,7 +632,7 @@ class Engine:
                 self.limits[n].info(now, self.queues.depth(n)) for n in names if n in self.limits
             ]
         self.changes.events.append(
-            Event(
+            Event.model_construct(  # trusted values (kind is typed): skip re-validation
                 kind=kind,
                 at=self.clock.wall(),
                 names=list(names),

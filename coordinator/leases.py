@@ -25,7 +25,7 @@ class Lease:
         self.expires_at = now + self.ttl
 
     def info(self, now: float) -> LeaseInfo:
-        return LeaseInfo(
+        return LeaseInfo.model_construct(  # trusted state: no re-validation
             lease_id=self.lease_id,
             request_id=self.request_id,
             names=list(self.names),

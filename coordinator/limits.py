@@ -65,7 +65,8 @@ class Limit:
 
     def info(self, now: float, waiters: int) -> LimitInfo:
         avg = self.hold_seconds_total / self.hold_count if self.hold_count else 0.0
-        return LimitInfo(
+        # built from trusted state on every event: skip re-validation (a profile hot spot)
+        return LimitInfo.model_construct(
             name=self.name,
             limit=self.limit,
             active=self.active,
