@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
+import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from cli.config import URL_FILE, announce_url, data_dir
 from coordinator.nats_server import NatsServer, port_in_use
 from coordinator.service import Coordinator
 from coordinator.settings import CoordinatorSettings
+from sdk.loop_thread import LoopThread
+from sdk.settings import NatsSettings
 
 metrics_port_option = click.option(
     "--metrics-port",
@@ -28,9 +32,12 @@ metrics_port_option = click.option(
 )
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, path: Path | None = None) -> None:
     logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        filename=path,
+        force=True,
     )
 
 
@@ -114,6 +121,12 @@ def serve(ctx: click.Context, db_url: str | None, log_level: str, metrics_port: 
 )
 @click.option("--demo", is_flag=True, help="Also create demo limits and run a demo workload")
 @click.option(
+    "--dashboard",
+    is_flag=True,
+    help="Also open the dashboard in this terminal; quitting it stops everything "
+    "(logs then go to <data-dir>/gcl.log)",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -126,6 +139,7 @@ def up(
     port: int,
     db_url: str | None,
     demo: bool,
+    dashboard: bool,
     log_level: str,
     metrics_port: int,
 ) -> None:
@@ -134,9 +148,12 @@ def up(
     Everything lives in the data folder (GCL_DATA_DIR, default ./.gcl). Other gcl commands
     run from the same folder find this NATS by themselves. Ctrl-C stops both.
     """
-    _setup_logging(log_level)
     folder = data_dir()
     folder.mkdir(parents=True, exist_ok=True)
+    if dashboard and not sys.stdout.isatty():
+        click.echo("--dashboard needs a terminal; running without it", err=True)
+        dashboard = False
+    _setup_logging(log_level, folder / "gcl.log" if dashboard else None)
     if port_in_use(port):
         click.echo(f"port {port} is taken on 127.0.0.1; using a free port instead", err=True)
         port = 0
@@ -149,8 +166,13 @@ def up(
         metrics_port=metrics_port,
     )
     banner = _banner(server.url, settings.db_url, folder)
+    companion = _demo() if demo else None
     try:
-        asyncio.run(_up(settings, banner, demo))
+        if dashboard:
+            _up_with_dashboard(settings, companion)
+            click.echo(banner.splitlines()[0].replace("is up", "was up"))
+        else:
+            asyncio.run(_serve(settings, banner, companion))
     finally:
         with contextlib.suppress(OSError):
             Path(url_file).unlink()
@@ -158,13 +180,38 @@ def up(
         click.echo("stopped NATS and coordinator.")
 
 
-async def _up(settings: CoordinatorSettings, banner: str, demo: bool) -> None:
-    companion = None
-    if demo:
-        from cli.demo import run_demo
+Companion = Callable[[CoordinatorSettings], Coroutine[Any, Any, None]]
 
-        companion = run_demo
-    await _serve(settings, banner, companion)
+
+def _demo() -> Companion:
+    from cli.demo import run_demo
+
+    return run_demo
+
+
+def _up_with_dashboard(settings: CoordinatorSettings, companion: Companion | None) -> None:
+    """Coordinator (and demo) on a background event loop, the dashboard in front; quitting
+    the dashboard stops the rest in order."""
+    thread = LoopThread("gcl-up")
+    finished = threading.Event()
+
+    async def launch() -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(_serve(settings, None, companion))
+        task.add_done_callback(lambda _: finished.set())
+        return task
+
+    task = thread.run(launch())
+    try:
+        from tui import run_dashboard  # Textual loads only here
+
+        run_dashboard(
+            NatsSettings(nats_url=settings.nats_url, prefix=settings.prefix),
+            configure_logging=False,
+        )
+    finally:
+        thread.call_soon(task.cancel)
+        finished.wait(30)
+        thread.stop()
 
 
 def _banner(url: str, db_url: str, folder: Path) -> str:

@@ -17,7 +17,11 @@ from tui.source import NatsSource
 __all__ = ["DashboardApp", "Options", "run_dashboard"]
 
 
-def run_dashboard(settings: NatsSettings, read_only: bool = False) -> None:
-    """Run in this terminal until the operator quits. Logs go to Textual's devtools console."""
-    logging.basicConfig(level=logging.WARNING, handlers=[TextualHandler()], force=True)
+def run_dashboard(
+    settings: NatsSettings, read_only: bool = False, configure_logging: bool = True
+) -> None:
+    """Run in this terminal until the operator quits. Logs go to Textual's devtools console,
+    unless the caller (`gcl up --dashboard`, logging to a file) set logging up already."""
+    if configure_logging:
+        logging.basicConfig(level=logging.WARNING, handlers=[TextualHandler()], force=True)
     DashboardApp(NatsSource(settings), Options(read_only=read_only)).run()
