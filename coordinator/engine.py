@@ -74,12 +74,24 @@ class Engine:
         now = self.clock.now()
         for name in self._decay_blocked:
             head = self.queues.head(name)
-            limit = self.limits.get(name)
-            if head and limit:
-                at = limit.room_at(head.request.occupy, now)
-                if at is not None:
-                    candidates.append(at)
+            at = self._decay_wake(head, now) if head else None
+            if at is not None:
+                candidates.append(at)
         return min(candidates, default=None)
+
+    def _decay_wake(self, waiter: Waiter, now: float) -> float | None:
+        """When decay alone will let this waiter in: it must stand first on every enforcing
+        limit it names, and each must have room now or gain it by decay (then the latest)."""
+        times = []
+        for name in waiter.names:
+            limit = self.limits[name]
+            if not limit.active or limit.has_room_enforced(waiter.request.occupy, now):
+                continue
+            at = limit.room_at(waiter.request.occupy, now)
+            if at is None or self.queues.head(name) is not waiter:
+                return None  # blocked by holders or by an earlier waiter: a step will wake it
+            times.append(at)
+        return max(times, default=None)
 
     def tick(self) -> None:
         """Expire due leases and abandoned waiters; admit waiters that decay made room for."""
@@ -417,6 +429,7 @@ class Engine:
         self._pump(waiter.names)
 
     def _reject_waiter(self, waiter: Waiter, code: str, message: str) -> None:
+        """Tell a waiter it failed. The caller pumps its other queues once it is consistent."""
         self.queues.remove(waiter)
         self._emit(
             "waiter.rejected",
@@ -509,43 +522,53 @@ class Engine:
         return self.limit_info(limit.name)
 
     def _reject_misfits(self, limit: Limit) -> None:
-        """Waiters that can no longer ever fit are told now instead of waiting for ever."""
+        """Waiters that can no longer ever fit are told now instead of waiting for ever;
+        whoever stood behind them in their other queues may now go in."""
+        touched: list[str] = []
         for waiter in self.queues.queue(limit.name):
             try:
                 self._check_fits(limit, waiter.request)
             except Refusal as refusal:
                 self._reject_waiter(waiter, refusal.code, refusal.message)
+                touched.extend(waiter.names)
+        self._pump(touched)
 
     def delete_limit(self, name: str) -> int:
-        """Delete a limit; its holders lose their leases, its waiters stop waiting on it."""
+        """Delete a limit; its holders lose their leases, its waiters stop waiting on it.
+
+        Two passes: first no waiter names the limit any more, then queues are pumped, so no
+        admission ever looks at a limit that is half gone.
+        """
         limit = self._limit(name)
         del self.limits[name]
         self._templates.discard(name)
         self._decay_blocked.discard(name)
+        touched: list[str] = []
         for waiter in self.queues.queue(name):
-            self._forget_name(waiter, name)
+            touched.extend(self._forget_name(waiter, name))
         holders = [self.leases[i] for i in sorted(limit.lease_ids)]
         for lease in holders:
             self._end_lease(lease, "lease.revoked", f"limit {name!r} was deleted")
+        self._pump([n for n in touched if n in self.limits])
         self.changes.put_limit(name, None)
         self._emit("limit.deleted", [name], limits=[])
         return len(holders)
 
-    def _forget_name(self, waiter: Waiter, name: str) -> None:
+    def _forget_name(self, waiter: Waiter, name: str) -> list[str]:
+        """Take a deleted limit off a waiter; return the queues it still stands in."""
         if waiter.request.strict:
             self._reject_waiter(waiter, "limit_not_found", f"limit {name!r} was deleted")
-            return
+            return [n for n in waiter.names if n != name]
         self.queues.drop_from(name, waiter)
         waiter.names.remove(name)
         waiter.missing.append(name)
         if not waiter.names:
             self.queues.remove(waiter)
-            self._notify(
-                waiter,
-                WaitNotice(request_id=waiter.request_id, status="granted", missing=waiter.missing),
+            notice = WaitNotice(
+                request_id=waiter.request_id, status="granted", missing=waiter.missing
             )
-        else:
-            self._pump(waiter.names)
+            self._notify(waiter, notice)
+        return list(waiter.names)
 
     # --- reading ----------------------------------------------------------------------------
 
