@@ -165,9 +165,13 @@ class Store:
                 )
 
     def load(self) -> tuple[list[Limit], list[Lease]]:
+        """Everything durable. Rows are streamed and holders shared, so 100,000 leases load
+        without holding every raw row beside every object."""
+        holders: dict[str, Holder] = {}
         with self.engine.connect() as conn:
             limits = [_limit(r) for r in conn.execute(select(LimitRow)).mappings()]
-            leases = [_lease(r) for r in conn.execute(select(LeaseRow)).mappings()]
+            rows = conn.execution_options(yield_per=5_000).execute(select(LeaseRow))
+            leases = [_lease(r, holders) for r in rows.mappings()]
         return limits, leases
 
     def apply(self, changes: Changes) -> None:
@@ -284,7 +288,11 @@ def _limit(row: Any) -> Limit:
     )
 
 
-def _lease(row: Any) -> Lease:
+def _lease(row: Any, holders: dict[str, Holder]) -> Lease:
+    key = json.dumps(row["holder"], sort_keys=True)
+    holder = holders.get(key)
+    if holder is None:
+        holder = holders[key] = Holder.model_validate(row["holder"])
     return Lease(
         lease_id=row["lease_id"],
         request_id=row["request_id"],
@@ -292,7 +300,7 @@ def _lease(row: Any) -> Lease:
         occupy=row["occupy"],
         mode=row["mode"],
         ttl=row["ttl"],
-        holder=Holder.model_validate(row["holder"]),
+        holder=holder,
         granted_at=row["granted_at"],
         granted_mono=0.0,
         expires_at=0.0,

@@ -616,7 +616,7 @@ def _restore(clock: FakeClock, saved: Changes) -> Engine:
     """A fresh engine loaded the way the service loads it: rows -> objects via the store."""
     engine = Engine(clock)
     limits = [store._limit(row) for row in saved.limits.values() if row is not None]
-    engine.restore(limits, [store._lease(row) for row in saved.leases_added.values()])
+    engine.restore(limits, [store._lease(row, {}) for row in saved.leases_added.values()])
     return engine
 
 
