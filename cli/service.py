@@ -21,6 +21,21 @@ from coordinator.settings import CoordinatorSettings
 from sdk.loop_thread import LoopThread
 from sdk.settings import NatsSettings
 
+db_option = click.option(
+    "--db",
+    "db_url",
+    envvar="GCL_DB_URL",
+    default=None,
+    show_envvar=True,
+    help="Database URL [default: sqlite:///<data-dir>/gcl.db]; PostgreSQL: "
+    "postgresql+psycopg://user@host/db",
+)
+log_level_option = click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
 metrics_port_option = click.option(
     "--metrics-port",
     envvar="GCL_METRICS_PORT",
@@ -71,21 +86,8 @@ async def _serve(
 
 
 @click.command()
-@click.option(
-    "--db",
-    "db_url",
-    envvar="GCL_DB_URL",
-    default=None,
-    show_envvar=True,
-    help="Database URL [default: sqlite:///<data-dir>/gcl.db]; PostgreSQL: "
-    "postgresql+psycopg://user@host/db",
-)
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-)
+@db_option
+@log_level_option
 @metrics_port_option
 @click.pass_context
 def serve(ctx: click.Context, db_url: str | None, log_level: str, metrics_port: int) -> None:
@@ -112,13 +114,7 @@ def serve(ctx: click.Context, db_url: str | None, log_level: str, metrics_port: 
     show_default=True,
     help="NATS port on 127.0.0.1; if taken, a free one is used and announced",
 )
-@click.option(
-    "--db",
-    "db_url",
-    envvar="GCL_DB_URL",
-    default=None,
-    help="Database URL [default: sqlite:///<data-dir>/gcl.db]",
-)
+@db_option
 @click.option("--demo", is_flag=True, help="Also create demo limits and run a demo workload")
 @click.option(
     "--dashboard",
@@ -126,12 +122,7 @@ def serve(ctx: click.Context, db_url: str | None, log_level: str, metrics_port: 
     help="Also open the dashboard in this terminal; quitting it stops everything "
     "(logs then go to <data-dir>/gcl.log)",
 )
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-)
+@log_level_option
 @metrics_port_option
 @click.pass_context
 def up(
