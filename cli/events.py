@@ -9,6 +9,7 @@ from datetime import datetime
 
 import click
 
+from cli import output
 from sdk.events import events as event_stream
 from sdk.events import parse_duration
 from sdk.exceptions import InvalidRequest
@@ -54,10 +55,10 @@ def format_event(event: Event) -> str:
 def _figure(name: str, info: LimitInfo | None) -> str:
     if info is None:
         return name
-    occupied = f"{info.occupied:g}" if info.occupied != int(info.occupied) else str(info.held)
+    occupied = output.occupancy(info.occupied, info.limit)
     waiting = f" ({info.waiters} waiting)" if info.waiters else ""
     off = " (dry-run)" if not info.active else ""
-    return f"{name} {occupied}/{info.limit}{waiting}{off}"
+    return f"{name} {occupied}{waiting}{off}"
 
 
 async def _show(
