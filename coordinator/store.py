@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from sqlalchemy import JSON, BigInteger, Column, Table, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, SQLModel, create_engine, select
 
 from coordinator.changes import Changes
@@ -35,6 +36,10 @@ _ADVISORY_LOCK_KEY = 0x6763_6C00  # "gcl\0": one coordinator per PostgreSQL data
 
 class StoreLocked(GCLError):
     """Another coordinator already owns this database: two would both grant the same slots."""
+
+
+class StoreUnavailable(GCLError):
+    """The database cannot be opened: wrong URL, server down, driver missing, no permission."""
 
 
 class LimitRow(SQLModel, table=True):
@@ -80,11 +85,31 @@ class Store:
 
     def __init__(self, url: str, sqlite_synchronous: str = "NORMAL") -> None:
         self.url = url
-        self.dialect = make_url(url).get_backend_name()
         self._lock_file: TextIO | None = None
         self._lock_conn: Connection | None = None
         self._writer: _Writer | None = None
-        self.engine = self._create_engine(url, sqlite_synchronous)
+        with self._explained():
+            self.dialect = make_url(url).get_backend_name()
+            self.engine = self._create_engine(url, sqlite_synchronous)
+
+    @contextlib.contextmanager
+    def _explained(self) -> Iterator[None]:
+        """Turn driver and SQLAlchemy errors into one line that says what to check."""
+        try:
+            yield
+        except GCLError:
+            raise
+        except ModuleNotFoundError as exc:
+            raise StoreUnavailable(
+                f"the database driver {exc.name!r} is not installed: for PostgreSQL, "
+                "pip install 'gcl[postgres]'"
+            ) from exc
+        except (SQLAlchemyError, OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreUnavailable(
+                f"cannot open the database {_safe(self.url)}: {first}. Check --db / GCL_DB_URL "
+                "(sqlite:///path/to/gcl.db or postgresql+psycopg://user@host/db)"
+            ) from exc
 
     def _create_engine(self, url: str, synchronous: str) -> Engine:
         if self.dialect != "sqlite":
@@ -98,10 +123,11 @@ class Store:
 
     def open(self) -> tuple[list[Limit], list[Lease]]:
         """Take the single-writer lock, create tables if needed, and load everything."""
-        self._lock()
-        SQLModel.metadata.create_all(self.engine)
-        self._check_schema()
-        return self.load()
+        with self._explained():
+            self._lock()
+            SQLModel.metadata.create_all(self.engine)
+            self._check_schema()
+            return self.load()
 
     def close(self) -> None:
         if self._writer is not None:
@@ -244,6 +270,14 @@ _JSON_COLUMNS = ("names", "holder", "fencing_tokens")
 
 def _lease_params(row: dict[str, Any]) -> dict[str, Any]:
     return {k: json.dumps(v) if k in _JSON_COLUMNS else v for k, v in row.items()}
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(an unparsable URL)"
 
 
 def _table(model: type[SQLModel]) -> Table:

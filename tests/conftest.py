@@ -61,6 +61,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh database: a SQLite file, or the local PostgreSQL emptied for this test."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'gcl.db'}"
+    return fresh_postgres()
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The local PostgreSQL, emptied for this test (for tests that only make sense there)."""
+    return fresh_postgres()
+
+
+def fresh_postgres() -> str:
     if not postgres_available():
         if os.environ.get("GCL_REQUIRE_POSTGRES"):
             pytest.fail("PostgreSQL on 127.0.0.1:5432 (database test) is required but down")
