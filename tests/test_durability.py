@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -158,3 +159,30 @@ async def test_leases_ride_out_a_nats_restart(
             assert [x.lease_id for x in leases] == [lease.lease_id]
         finally:
             nats_server.process = restarted.process
+
+
+@pytest.mark.postgres
+async def test_a_dropped_database_connection_is_retried_without_losing_grants(
+    start_coordinator: Callable[..., Any], postgres_url: str, caplog: pytest.LogCaptureFixture
+):
+    """PostgreSQL restarts or a proxy drops the connection: the commit is retried on a new
+    connection and the caller still gets its lease (durable before the reply, as always)."""
+    import psycopg
+
+    coordinator = await start_coordinator(db_url=postgres_url)
+    settings = ClientSettings(nats_url=coordinator.settings.nats_url)
+    async with AsyncAdminClient(settings) as admin, AsyncClient(settings) as client:
+        await admin.create_limit("db", 2)
+        with psycopg.connect(
+            "host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True
+        ) as conn:
+            dropped = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = 'test' AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert dropped is not None and dropped[0] >= 1
+        async with client.concurrency("db") as lease:
+            assert lease.lease_id is not None
+            _, stored = await asyncio.to_thread(coordinator.store.load)
+            assert [x.lease_id for x in stored] == [lease.lease_id]
+    assert "commit failed; retrying" in caplog.text  # the path under test really ran
