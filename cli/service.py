@@ -66,7 +66,7 @@ async def _serve(
     coordinator = Coordinator(settings)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # HUP: terminal closed
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
     await coordinator.start()

@@ -7,7 +7,9 @@ is what tests need to prove the system rides out a broker outage.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +20,17 @@ from pathlib import Path
 from sdk.exceptions import GCLError
 
 HOST = "127.0.0.1"
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM the server if whoever started it dies, even by SIGKILL, so a killed
+    `gcl up` or test run never leaves a broker behind. Elsewhere a no-op."""
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def nats_server_binary() -> str:
@@ -64,7 +77,11 @@ class NatsServer:
         log = open(self.store_dir / "nats-server.log", "ab")  # noqa: SIM115 - child owns it
         # Own session: a Ctrl-C meant for `gcl up` must not kill NATS before the coordinator drains.
         self.process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         self._wait_ready(timeout)
