@@ -42,11 +42,21 @@ async def concurrency(
     lease_ttl: float | None = None,
     label: str | None = None,
     cancel_on_lost: bool = False,
+    *,
+    lease_duration: float | None = None,
+    max_retries: int | None = None,
 ) -> AsyncIterator[Lease]:
-    """Hold `occupy` slots on every limit in `names` (atomically) for the block."""
+    """Hold `occupy` slots on every limit in `names` (atomically) for the block.
+
+    `lease_duration` and `max_retries` are Prefect's names, accepted so moving code over is an
+    import change: `lease_duration` is `lease_ttl`; `max_retries` has nothing to bound here
+    (waiters are pushed their grant, they do not retry), so only `timeout_seconds` limits a wait.
+    """
+    del max_retries
     client = get_client()
+    ttl = lease_ttl if lease_ttl is not None else lease_duration
     async with client.concurrency(
-        names, occupy, timeout_seconds, strict, lease_ttl, label, cancel_on_lost
+        names, occupy, timeout_seconds, strict, ttl, label, cancel_on_lost
     ) as lease:
         yield lease
 

@@ -39,11 +39,18 @@ def concurrency(
     strict: bool = False,
     lease_ttl: float | None = None,
     label: str | None = None,
+    *,
+    lease_duration: float | None = None,
+    max_retries: int | None = None,
 ) -> Iterator[Lease]:
-    """Hold `occupy` slots on every limit in `names` (atomically) for the block."""
-    with get_client().concurrency(
-        names, occupy, timeout_seconds, strict, lease_ttl, label
-    ) as lease:
+    """Hold `occupy` slots on every limit in `names` (atomically) for the block.
+
+    `lease_duration` (= `lease_ttl`) and `max_retries` (nothing to bound: waiters are pushed
+    their grant) are Prefect's names, accepted so moving code over is an import change.
+    """
+    del max_retries
+    ttl = lease_ttl if lease_ttl is not None else lease_duration
+    with get_client().concurrency(names, occupy, timeout_seconds, strict, ttl, label) as lease:
         yield lease
 
 

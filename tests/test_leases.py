@@ -148,3 +148,19 @@ async def test_cancel_on_lost_never_cancels_code_after_the_block(
         async with client.concurrency("gpu", lease_ttl=3, cancel_on_lost=True):
             await asyncio.sleep(1.0)  # the first renewal is due at ttl/3 = 1.0 s
         await asyncio.sleep(0.5)  # cancelled here, before the fix
+
+
+async def test_prefect_style_calls_work_after_changing_the_import(
+    coordinator: object,
+    admin: AsyncAdminClient,
+    nats_server: NatsServer,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """`from prefect.concurrency.asyncio import concurrency` -> `from sdk.asyncio import ...`:
+    Prefect's keyword arguments are accepted; lease_duration sets the lease's TTL."""
+    monkeypatch.setenv("GCL_NATS_URL", nats_server.url)
+    await admin.create_limit("database", 2)
+    async with gcl_asyncio.concurrency(
+        "database", occupy=1, timeout_seconds=5, max_retries=3, lease_duration=45, strict=True
+    ) as lease:
+        assert lease.info is not None and lease.info.ttl == 45
