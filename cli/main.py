@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Sequence
 
 import click
 
 from cli import leases, limits
+from cli.alert import alert
 from cli.config import resolve_nats_url
 from cli.dashboard import dashboard
+from cli.events import events
 from cli.service import serve, up
 from sdk.exceptions import CoordinatorUnavailable, GCLError
 
@@ -66,17 +67,8 @@ def ping(ctx: click.Context) -> None:
     click.echo(f"coordinator {pong.coordinator_id} (v{pong.version}) answers on {url}")
 
 
-for command in (up, serve, dashboard, ping, *limits.COMMANDS, *leases.COMMANDS):
+for command in (up, serve, dashboard, ping, events, alert, *limits.COMMANDS, *leases.COMMANDS):
     cli.add_command(command)
-
-if importlib.util.find_spec("cli.events") is not None:  # `gcl events` lands in its own module
-    from cli.events import events
-
-    cli.add_command(events)
-
-from cli.alert import alert  # noqa: E402 - `gcl alert`, after the commands above
-
-cli.add_command(alert)
 
 
 def run(args: Sequence[str] | None = None) -> int:
