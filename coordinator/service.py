@@ -31,7 +31,7 @@ from coordinator.errors import Refusal
 from coordinator.event_stream import ensure_stream
 from coordinator.metrics import MetricsEndpoint, start_metrics
 from coordinator.settings import CoordinatorSettings
-from coordinator.store import Store
+from coordinator.store import Store, safe_url
 from sdk.exceptions import GCLError
 from sdk.protocol import (
     PROTOCOL_VERSION,
@@ -159,7 +159,7 @@ class Coordinator:
             self.settings.nats_url,
             len(limits),
             len(self.engine.leases),
-            _safe_url(self.settings.db_url),
+            safe_url(self.settings.db_url),
         )
 
     async def _ensure_alone(self) -> None:
@@ -390,10 +390,3 @@ def _ok(result: BaseModel) -> bytes:
 def _error(code: str, message: str, field: str | None = None) -> bytes:
     body = ErrorBody(code=code, message=message, field=field)
     return Reply(ok=False, error=body).model_dump_json().encode()
-
-
-def _safe_url(url: str) -> str:
-    """The database URL without its password, for logs."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)

@@ -107,7 +107,7 @@ class Store:
         except (SQLAlchemyError, OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StoreUnavailable(
-                f"cannot open the database {_safe(self.url)}: {first}. Check --db / GCL_DB_URL "
+                f"cannot open the database {safe_url(self.url)}: {first}. Check --db / GCL_DB_URL "
                 "(sqlite:///path/to/gcl.db or postgresql+psycopg://user@host/db)"
             ) from exc
 
@@ -272,8 +272,8 @@ def _lease_params(row: dict[str, Any]) -> dict[str, Any]:
     return {k: json.dumps(v) if k in _JSON_COLUMNS else v for k, v in row.items()}
 
 
-def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
+def safe_url(url: str) -> str:
+    """The database URL without its password, for logs and messages."""
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
