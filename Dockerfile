@@ -10,7 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY . /app
-RUN pip install ".[postgres]" \
+RUN pip install ./sdk ".[postgres]" \
     && useradd --create-home --uid 10001 gcl \
     && mkdir -p /data \
     && chown gcl /data

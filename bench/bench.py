@@ -32,7 +32,7 @@ from bench import measure  # noqa: E402
 from bench.harness import BenchError, Cluster  # noqa: E402
 from bench.measure import Plan  # noqa: E402
 from bench.stats import TARGETS, table  # noqa: E402
-from sdk.admin import AsyncAdminClient  # noqa: E402
+from gcl.sdk.admin import AsyncAdminClient  # noqa: E402
 
 SECTIONS = ("floor", "latency", "throughput", "wakeup", "rate", "holder_kill", "restart")
 Section = Callable[[Cluster, AsyncAdminClient, AsyncAdminClient, Plan], Awaitable[dict[str, float]]]

@@ -1,6 +1,6 @@
 """The system under test: a private nats-server and a coordinator in its own OS process.
 
-The coordinator runs as `python -m coordinator` so it never shares a CPU or the GIL with the
+The coordinator runs as `python -m gcl.cli serve` so it never shares a CPU or the GIL with the
 clients that load it, and so it can be SIGKILLed and restarted like a real crash.
 """
 
@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from coordinator.nats_server import NatsServer
-from sdk.admin import AsyncAdminClient
-from sdk.exceptions import CoordinatorUnavailable
-from sdk.settings import ClientSettings
+from gcl.coordinator.nats_server import NatsServer
+from gcl.sdk.admin import AsyncAdminClient
+from gcl.sdk.exceptions import CoordinatorUnavailable
+from gcl.sdk.settings import ClientSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/gcl_bench"
@@ -74,14 +74,14 @@ class Cluster:
         self.nats.start()
 
     def launch(self) -> float:
-        """Start `python -m coordinator`; returns the monotonic launch time."""
+        """Start `python -m gcl.cli serve`; returns the monotonic launch time."""
         env = {
             **os.environ,
             "GCL_NATS_URL": self.url,
             "GCL_DB_URL": self.db_url,
             "PYTHONPATH": str(ROOT),
         }
-        command = [*self.prefix_cmd, sys.executable, "-m", "coordinator"]
+        command = [*self.prefix_cmd, sys.executable, "-m", "gcl.cli", "serve"]
         with open(self.log_path, "ab") as log:
             launched = time.monotonic()
             self.process = subprocess.Popen(

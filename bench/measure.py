@@ -32,8 +32,8 @@ from bench.workers import (
     run_load,
     run_pingpong,
 )
-from sdk.admin import AsyncAdminClient
-from sdk.client import AsyncClient
+from gcl.sdk.admin import AsyncAdminClient
+from gcl.sdk.client import AsyncClient
 
 CTX = mp.get_context("spawn")
 CHILD_START_TIMEOUT = 60.0

@@ -18,10 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from coordinator.clock import SystemClock
-from coordinator.engine import Engine
-from coordinator.store import Store
-from sdk.protocol import AcquireRequest, Holder, LimitCreate
+from gcl.coordinator.clock import SystemClock
+from gcl.coordinator.engine import Engine
+from gcl.coordinator.store import Store
+from gcl.protocol import AcquireRequest, Holder, LimitCreate
 
 TARGET_MB = 300
 

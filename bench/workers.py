@@ -19,8 +19,8 @@ from typing import Any
 import nats
 from nats.aio.msg import Msg
 
-from sdk.client import AsyncClient
-from sdk.settings import ClientSettings
+from gcl.sdk.client import AsyncClient
+from gcl.sdk.settings import ClientSettings
 
 WARMUP_PAIRS = 5
 MAX_WAIT_FOR_START = 60.0

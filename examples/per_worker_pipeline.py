@@ -35,12 +35,12 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
-from sdk.admin import AdminClient
-from sdk.asyncio import concurrency, get_client
-from sdk.exceptions import CoordinatorUnavailable, GCLError, LeaseLost, LimitNotFound
-from sdk.identity import per_worker, worker_id
-from sdk.names import template_matches
-from sdk.settings import NatsSettings
+from gcl.asyncio import concurrency, get_client
+from gcl.protocol.names import template_matches
+from gcl.sdk.admin import AdminClient
+from gcl.sdk.exceptions import CoordinatorUnavailable, GCLError, LeaseLost, LimitNotFound
+from gcl.sdk.identity import per_worker, worker_id
+from gcl.sdk.settings import NatsSettings
 
 START_TIMEOUT = 120.0  # seconds the runs of a round wait for each other to start together
 SLACK = 120.0  # seconds a round may take beyond its serialized time before it is stopped

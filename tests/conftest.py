@@ -18,15 +18,15 @@ from typing import Any
 
 import pytest
 
-from coordinator.nats_server import NatsServer
-from coordinator.service import Coordinator
-from coordinator.settings import CoordinatorSettings
-from sdk import renewer
-from sdk import sync as sdk_sync
-from sdk.admin import AdminClient, AsyncAdminClient
-from sdk.client import AsyncClient
-from sdk.exceptions import CoordinatorUnavailable
-from sdk.settings import ClientSettings
+from gcl import sync as sdk_sync
+from gcl.coordinator.nats_server import NatsServer
+from gcl.coordinator.service import Coordinator
+from gcl.coordinator.settings import CoordinatorSettings
+from gcl.sdk import renewer
+from gcl.sdk.admin import AdminClient, AsyncAdminClient
+from gcl.sdk.client import AsyncClient
+from gcl.sdk.exceptions import CoordinatorUnavailable
+from gcl.sdk.settings import ClientSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("GCL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -153,7 +153,7 @@ async def admin(
 
 
 class CoordinatorProcess:
-    """`python -m coordinator` as a child process, so tests can SIGKILL it."""
+    """`python -m gcl.cli serve` as a child process, so tests can SIGKILL it."""
 
     def __init__(self, nats_url: str, db_url: str, log_path: Path, **env: str) -> None:
         self.nats_url = nats_url
@@ -172,7 +172,7 @@ class CoordinatorProcess:
         }
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes to it
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "coordinator"],
+            [sys.executable, "-m", "gcl.cli", "serve"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from sdk.admin import AsyncAdminClient
-from sdk.client import AsyncClient
-from sdk.exceptions import AcquireTimeout, InvalidRequest, LimitNotFound
-from sdk.protocol import AcquireRequest, AcquireResult
-from sdk.settings import ClientSettings
-from sdk.transport import Rpc
+from gcl.protocol import ACQUIRE, AcquireRequest
+from gcl.sdk.admin import AsyncAdminClient
+from gcl.sdk.client import AsyncClient
+from gcl.sdk.exceptions import AcquireTimeout, InvalidRequest, LimitNotFound
+from gcl.sdk.settings import ClientSettings
+from gcl.sdk.transport import Rpc
 from tests.conftest import wait_until
 
 
@@ -152,8 +152,8 @@ async def test_resent_acquire_gets_the_same_lease(client: AsyncClient, admin: As
     await admin.create_limit("idem", 2)
     rpc: Rpc = await client._ready()
     request = AcquireRequest(request_id="retry-1", names=["idem"])
-    first = await rpc.call("acquire", request, AcquireResult)
-    second = await rpc.call("acquire", request, AcquireResult)
+    first = await rpc.call(ACQUIRE, request)
+    second = await rpc.call(ACQUIRE, request)
     assert first.lease is not None and second.lease is not None
     assert first.lease.lease_id == second.lease.lease_id
     assert (await admin.get_limit("idem")).limit.held == 1

@@ -14,19 +14,19 @@ from typing import Any
 
 import pytest
 
-from alerting.actions import CommandAction, Dispatcher
-from alerting.alert import Alert
-from alerting.evaluator import Evaluator
-from alerting.rules import ActionSpec, RulesError, parse_rules
-from alerting.runner import Alerter
-from cli.main import run as gcl
-from coordinator.nats_server import NatsServer, free_port
-from sdk.admin import AsyncAdminClient
-from sdk.client import AsyncClient
-from sdk.exceptions import AcquireTimeout
-from sdk.protocol import AcquireRequest, AcquireResult, Event, Holder, LimitInfo
-from sdk.settings import ClientSettings
-from sdk.transport import Rpc
+from gcl.alerting.actions import CommandAction, Dispatcher
+from gcl.alerting.alert import Alert
+from gcl.alerting.evaluator import Evaluator
+from gcl.alerting.rules import ActionSpec, RulesError, parse_rules
+from gcl.alerting.runner import Alerter
+from gcl.cli.main import run as gcl
+from gcl.coordinator.nats_server import NatsServer, free_port
+from gcl.protocol import ACQUIRE, AcquireRequest, Event, Holder, LimitInfo
+from gcl.sdk.admin import AsyncAdminClient
+from gcl.sdk.client import AsyncClient
+from gcl.sdk.exceptions import AcquireTimeout
+from gcl.sdk.settings import ClientSettings
+from gcl.sdk.transport import Rpc
 from tests.conftest import wait_until
 
 # --- a webhook receiver on loopback ------------------------------------------------------------
@@ -206,7 +206,7 @@ def test_a_short_saturation_does_not_fire():
 def test_a_snapshot_lets_the_alerter_know_old_waiters():
     rules = parse_rules('[[rule]]\nname = "w"\nkind = "waiter_waiting"\nfor_seconds = 60\n').rule
     evaluator = Evaluator(rules)
-    from sdk.protocol import WaiterInfo
+    from gcl.protocol import WaiterInfo
 
     waiter = WaiterInfo(
         request_id="r1",
@@ -331,7 +331,7 @@ async def _crash(client: AsyncClient) -> None:
     rpc: Rpc = await client._ready()
     holder = Holder(worker_id="w-crash", host="host-7", pid=4242)
     request = AcquireRequest(request_id="crash-1", names=["crash"], lease_ttl=1, holder=holder)
-    assert (await rpc.call("acquire", request, AcquireResult)).status == "granted"
+    assert (await rpc.call(ACQUIRE, request)).status == "granted"
 
 
 async def _saturate(client: AsyncClient, receiver: Receiver) -> None:

@@ -1,6 +1,6 @@
 """The `gcl` command against a real NATS server and coordinator.
 
-Commands run through `cli.main.run` (the same exit-code mapping as the `gcl` script) in a
+Commands run through `gcl.cli.main.run` (the same exit-code mapping as the `gcl` script) in a
 thread, because the coordinator lives in the test's event loop and must keep running.
 """
 
@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import pytest
 from click.testing import CliRunner
 
-from cli.demo import DEMO_LIMITS, run_demo
-from cli.main import cli, run
-from coordinator.nats_server import NatsServer
-from coordinator.service import Coordinator
-from sdk.admin import AsyncAdminClient
-from sdk.client import AsyncClient
-from sdk.exceptions import LeaseLost, LimitNotFound
+from gcl.cli.demo import DEMO_LIMITS, run_demo
+from gcl.cli.main import cli, run
+from gcl.coordinator.nats_server import NatsServer
+from gcl.coordinator.service import Coordinator
+from gcl.sdk.admin import AsyncAdminClient
+from gcl.sdk.client import AsyncClient
+from gcl.sdk.exceptions import LeaseLost, LimitNotFound
 from tests.conftest import ROOT, wait_until
 
 
@@ -48,7 +48,7 @@ async def gcl(nats: NatsServer, *args: str, stdin: str | None = None) -> Outcome
 def gcl_process(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     """The real entry point, in its own process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "cli.main", "--nats", url, *args]
+    command = [sys.executable, "-m", "gcl.cli", "--nats", url, *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 
@@ -387,3 +387,36 @@ def test_every_registered_command_has_help() -> None:
         result = gcl_sync("nats://127.0.0.1:4222", name, "--help")
         assert result.code == 0, (name, result.err)
         assert "Usage: gcl" in result.out
+
+
+# --- Prefect's words: enable / disable, -o json ---------------------------------------------
+
+
+async def test_enable_and_disable_switch_enforcement(
+    coordinator: Coordinator, nats_server: NatsServer, admin: AsyncAdminClient
+) -> None:
+    await admin.create_limit("licence", 1)
+    off = await gcl(nats_server, "disable", "licence")
+    assert off.code == 0 and "disabled limit 'licence'" in off.out
+    assert not (await admin.get_limit("licence")).limit.active
+    on = await gcl(nats_server, "enable", "licence")
+    assert on.code == 0 and "enabled limit 'licence'" in on.out
+    assert (await admin.get_limit("licence")).limit.active
+    missing = await gcl(nats_server, "enable", "ghost")
+    assert missing.code == 1 and "ghost" in missing.err
+
+
+@pytest.mark.parametrize("flag", [["--json"], ["-o", "json"], ["--output", "json"]])
+async def test_every_json_spelling_prints_json(
+    coordinator: Coordinator, nats_server: NatsServer, admin: AsyncAdminClient, flag: list[str]
+) -> None:
+    await admin.create_limit("db", 3)
+    listed = await gcl(nats_server, "ls", *flag)
+    assert listed.code == 0, listed.err
+    assert [row["name"] for row in json.loads(listed.out)] == ["db"]
+    inspected = await gcl(nats_server, "inspect", "db", *flag)
+    assert json.loads(inspected.out)["limit"]["limit"] == 3
+    leases = await gcl(nats_server, "leases", *flag)
+    assert json.loads(leases.out) == []
+    table = await gcl(nats_server, "ls", "-o", "table")
+    assert table.code == 0 and not table.out.lstrip().startswith("[")

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from coordinator.nats_server import NatsServer
-from sdk.admin import AsyncAdminClient
-from sdk.client import AsyncClient
-from sdk.settings import ClientSettings
+from gcl.coordinator.nats_server import NatsServer
+from gcl.sdk.admin import AsyncAdminClient
+from gcl.sdk.client import AsyncClient
+from gcl.sdk.settings import ClientSettings
 from tests.conftest import ROOT, CoordinatorProcess, wait_until
 
 
@@ -114,7 +114,7 @@ def test_many_processes_never_exceed_the_limit(
     coordinator_process: Callable[..., CoordinatorProcess], nats_server: NatsServer
 ):
     coordinator_process()
-    from sdk.admin import AdminClient
+    from gcl.sdk.admin import AdminClient
 
     with AdminClient(ClientSettings(nats_url=nats_server.url)) as admin:
         admin.create_limit("scarce", 3)

@@ -10,12 +10,11 @@ from typing import Any
 
 import pytest
 
-from coordinator import store
-from coordinator.changes import Changes
-from coordinator.clock import FakeClock
-from coordinator.engine import Engine
-from coordinator.errors import Refusal
-from sdk.protocol import (
+from gcl.coordinator import store
+from gcl.coordinator.changes import Changes
+from gcl.coordinator.engine import Engine
+from gcl.coordinator.errors import Refusal
+from gcl.protocol import (
     AcquireRequest,
     AcquireResult,
     LeaseInfo,
@@ -23,6 +22,7 @@ from sdk.protocol import (
     LimitUpdate,
     WaitNotice,
 )
+from tests.support.clock import FakeClock
 
 KEEPALIVE = 2.0
 
@@ -615,8 +615,9 @@ def test_restore_drops_a_lease_whose_limit_is_gone(clock: FakeClock) -> None:
 def _restore(clock: FakeClock, saved: Changes) -> Engine:
     """A fresh engine loaded the way the service loads it: rows -> objects via the store."""
     engine = Engine(clock)
-    limits = [store._limit(row) for row in saved.limits.values() if row is not None]
-    engine.restore(limits, [store._lease(row, {}) for row in saved.leases_added.values()])
+    rows = [store.limit_row(limit) for limit in saved.limits.values() if limit is not None]
+    leases = [store.lease_row(lease) for lease in saved.leases_added.values()]
+    engine.restore([store._limit(row) for row in rows], [store._lease(row, {}) for row in leases])
     return engine
 
 

@@ -24,13 +24,12 @@ from hypothesis.stateful import (
     rule,
 )
 
-from coordinator import engine as engine_module
-from coordinator.changes import Changes
-from coordinator.clock import FakeClock
-from coordinator.engine import Engine
-from coordinator.errors import Refusal
-from coordinator.waiters import Waiter
-from sdk.protocol import (
+from gcl.coordinator import engine as engine_module
+from gcl.coordinator.changes import Changes
+from gcl.coordinator.engine import Engine
+from gcl.coordinator.errors import Refusal
+from gcl.coordinator.waiters import Waiter
+from gcl.protocol import (
     AcquireRequest,
     AcquireResult,
     Event,
@@ -39,6 +38,7 @@ from sdk.protocol import (
     Mode,
     WaitNotice,
 )
+from tests.support.clock import FakeClock
 
 TEMPLATE = "t:{worker_id}"
 LIMIT_NAMES = ["a", "b", "c", TEMPLATE]

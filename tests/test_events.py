@@ -14,15 +14,15 @@ import nats
 import pytest
 from click.testing import CliRunner, Result
 
-from cli.main import cli
-from coordinator.nats_server import NatsServer, free_port
-from coordinator.service import Coordinator
-from sdk.admin import AsyncAdminClient
-from sdk.client import AsyncClient
-from sdk.events import events, iter_events, parse_duration, stream_name
-from sdk.exceptions import GCLError, InvalidRequest
-from sdk.protocol import Event
-from sdk.settings import ClientSettings, NatsSettings
+from gcl.cli.main import cli
+from gcl.coordinator.nats_server import NatsServer, free_port
+from gcl.coordinator.service import Coordinator
+from gcl.protocol import Event
+from gcl.sdk.admin import AsyncAdminClient
+from gcl.sdk.client import AsyncClient
+from gcl.sdk.events import events, iter_events, parse_duration, stream_name
+from gcl.sdk.exceptions import GCLError, InvalidRequest
+from gcl.sdk.settings import ClientSettings, NatsSettings
 from tests.conftest import coordinator_settings, wait_until
 
 
@@ -220,7 +220,7 @@ def test_cli_without_nats_exits_2():
 
     url = f"nats://127.0.0.1:{free_port()}"
     done = subprocess.run(
-        [sys.executable, "-m", "cli.main", "--nats", url, "events"],
+        [sys.executable, "-m", "gcl.cli", "--nats", url, "events"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from coordinator.nats_server import NatsServer
-from coordinator.service import Coordinator
-from sdk.admin import AsyncAdminClient
+from gcl.coordinator.nats_server import NatsServer
+from gcl.coordinator.service import Coordinator
+from gcl.sdk.admin import AsyncAdminClient
 from tests.conftest import ROOT
 
 EXAMPLE = ROOT / "examples" / "per_worker_pipeline.py"

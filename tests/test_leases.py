@@ -9,13 +9,13 @@ from collections.abc import Callable
 
 import pytest
 
-from coordinator.nats_server import NatsServer
-from sdk import asyncio as gcl_asyncio
-from sdk import sync as gcl_sync
-from sdk.admin import AsyncAdminClient
-from sdk.client import AsyncClient, Client
-from sdk.exceptions import InvalidRequest, LeaseLost
-from sdk.settings import ClientSettings
+from gcl import asyncio as gcl_asyncio
+from gcl import sync as gcl_sync
+from gcl.coordinator.nats_server import NatsServer
+from gcl.sdk.admin import AsyncAdminClient
+from gcl.sdk.client import AsyncClient, Client
+from gcl.sdk.exceptions import InvalidRequest, LeaseLost
+from gcl.sdk.settings import ClientSettings
 from tests.conftest import CoordinatorProcess, wait_until
 
 
@@ -120,7 +120,7 @@ def test_sync_api_holds_and_releases(
 ):
     coordinator_process()
     monkeypatch.setenv("GCL_NATS_URL", nats_server.url)
-    from sdk.admin import AdminClient
+    from gcl.sdk.admin import AdminClient
 
     with AdminClient(ClientSettings(nats_url=nats_server.url)) as admin:
         admin.create_limit("db", 1, slot_decay_per_second=0)
@@ -156,7 +156,7 @@ async def test_prefect_style_calls_work_after_changing_the_import(
     nats_server: NatsServer,
     monkeypatch: pytest.MonkeyPatch,
 ):
-    """`from prefect.concurrency.asyncio import concurrency` -> `from sdk.asyncio import ...`:
+    """`from prefect.concurrency.asyncio import concurrency` -> `from gcl.asyncio import ...`:
     Prefect's keyword arguments are accepted; lease_duration sets the lease's TTL."""
     monkeypatch.setenv("GCL_NATS_URL", nats_server.url)
     await admin.create_limit("database", 2)

@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from coordinator.nats_server import NatsServer, free_port
-from coordinator.service import Coordinator
-from sdk.admin import AsyncAdminClient
-from sdk.client import AsyncClient
-from sdk.exceptions import GCLError
-from sdk.protocol import AcquireRequest, AcquireResult, Holder
-from sdk.settings import ClientSettings
-from sdk.transport import Rpc
+from gcl.coordinator.nats_server import NatsServer, free_port
+from gcl.coordinator.service import Coordinator
+from gcl.protocol import ACQUIRE, AcquireRequest, Holder
+from gcl.sdk.admin import AsyncAdminClient
+from gcl.sdk.client import AsyncClient
+from gcl.sdk.exceptions import GCLError
+from gcl.sdk.settings import ClientSettings
+from gcl.sdk.transport import Rpc
 from tests.conftest import wait_until
 
 Samples = dict[tuple[str, str], float]
@@ -51,7 +51,7 @@ async def _unrenewed_lease(client: AsyncClient, name: str) -> None:
     request = AcquireRequest(
         request_id="crashed-1", names=[name], lease_ttl=1, holder=Holder(worker_id="w9")
     )
-    result = await rpc.call("acquire", request, AcquireResult)
+    result = await rpc.call(ACQUIRE, request)
     assert result.status == "granted"
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from coordinator.service import CoordinatorConflict
-from coordinator.store import Store, StoreLocked, StoreUnavailable
+from gcl.coordinator.service import CoordinatorConflict
+from gcl.coordinator.store import Store, StoreLocked, StoreUnavailable
 
 
 @pytest.mark.parametrize(

@@ -9,12 +9,12 @@ import re
 
 import pytest
 
-from coordinator.nats_server import NatsServer
-from sdk.admin import AsyncAdminClient
-from sdk.client import AsyncClient
-from sdk.exceptions import AcquireTimeout, LimitNotFound
-from sdk.identity import per_worker
-from sdk.leases import Lease
+from gcl.coordinator.nats_server import NatsServer
+from gcl.sdk.admin import AsyncAdminClient
+from gcl.sdk.client import AsyncClient
+from gcl.sdk.exceptions import AcquireTimeout, LimitNotFound
+from gcl.sdk.identity import per_worker
+from gcl.sdk.leases import Lease
 from tests.conftest import wait_until
 from tests.test_cli import gcl
 

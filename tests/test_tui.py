@@ -13,26 +13,25 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from coordinator.nats_server import NatsServer
-from coordinator.service import Coordinator
-from sdk.admin import AsyncAdminClient
-from sdk.client import AsyncClient
-from sdk.exceptions import LeaseLost, LimitNotFound
-from sdk.protocol import Event, LimitInfo
-from sdk.settings import NatsSettings
+from gcl.coordinator.nats_server import NatsServer
+from gcl.coordinator.service import Coordinator
+from gcl.protocol import Event, LimitInfo
+from gcl.sdk.admin import AsyncAdminClient
+from gcl.sdk.client import AsyncClient
+from gcl.sdk.exceptions import LeaseLost, LimitNotFound
+from gcl.sdk.settings import NatsSettings
+from gcl.tui.app import DashboardApp, Options
+from gcl.tui.feed import Status, Timing
+from gcl.tui.model import Batch, Board, name_matches
+from gcl.tui.screens.confirm import ConfirmScreen
+from gcl.tui.screens.detail import DetailScreen
+from gcl.tui.screens.help import HelpScreen
+from gcl.tui.screens.limit_form import LimitFormScreen
+from gcl.tui.screens.main import MainScreen
+from gcl.tui.source import NatsSource
+from gcl.tui.validation import FormError, parse_limit
+from gcl.tui.widgets.limits_table import LimitsTable, render_row
 from tests.conftest import wait_until
-from tui import format as fmt
-from tui.app import DashboardApp, Options
-from tui.feed import Status, Timing
-from tui.model import Batch, Board, name_matches
-from tui.screens.confirm import ConfirmScreen
-from tui.screens.detail import DetailScreen
-from tui.screens.help import HelpScreen
-from tui.screens.limit_form import LimitFormScreen
-from tui.screens.main import MainScreen
-from tui.source import NatsSource
-from tui.validation import FormError, parse_limit
-from tui.widgets.limits_table import LimitsTable
 
 SIZE = (140, 40)
 FAST = Timing(flush_seconds=0.1, health_seconds=0.3, resync_seconds=5.0, retry_seconds=0.3)
@@ -564,29 +563,29 @@ def test_form_validation_names_the_field(name: str, slots: str, decay: str, fiel
     assert caught.value.field == field
 
 
-def test_formatting():
-    assert fmt.bar(0.5, 10) == "█████░░░░░"
-    assert fmt.bar(1.0, 4) == "████" and fmt.bar(0, 4) == "░░░░"
-    assert len(fmt.bar(0.33, 10)) == 10
-    assert fmt.sparkline([0, 1], 4) == "  ▁█"
-    assert fmt.slots(3.0) == "3" and fmt.slots(2.46) == "2.5"
-    assert fmt.duration(5) == "5.0s" and fmt.duration(245) == "4m05s"
-    assert fmt.duration(0.04) == "40ms"
-    assert fmt.duration(7380) == "2h03m" and fmt.duration(-3) == "-3.0s"
+def test_rows_use_the_shared_formats():
+    """The look itself is pinned in tests/test_format.py; the table must go through it."""
+    info = _info("decaying", 4.99, limit=5).model_copy(
+        update={"avg_occupancy_seconds": 0.04, "slot_decay_per_second": 2.5}
+    )
+    cells = [cell.plain for cell in render_row(info, [0.0, 1.0])]
+    assert cells[1] == "█████████▉ 4.99/5"
+    assert (cells[4], cells[6]) == ("2.5/s", "40ms")
+    assert cells[7].endswith("▁█")
 
 
 def test_cli_command_passes_url_prefix_and_read_only(monkeypatch: pytest.MonkeyPatch):
     from click.testing import CliRunner
 
-    import tui
-    from cli.main import cli
+    import gcl.tui
+    from gcl.cli.main import cli
 
     seen: dict[str, object] = {}
 
     def fake_run(settings: NatsSettings, read_only: bool = False) -> None:
         seen.update(url=settings.nats_url, prefix=settings.prefix, read_only=read_only)
 
-    monkeypatch.setattr(tui, "run_dashboard", fake_run)
+    monkeypatch.setattr(gcl.tui, "run_dashboard", fake_run)
     args = ["--nats", "nats://127.0.0.1:4999", "--prefix", "blue", "dashboard", "--read-only"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output

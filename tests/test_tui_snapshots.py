@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
+from gcl.tui.app import DashboardApp
+from gcl.tui.screens.detail import DetailScreen
 from tests.conftest import wait_until
-from tui.app import DashboardApp
-from tui.screens.detail import DetailScreen
-from tui.screenshot import demo_app, settle
+from tests.support.screenshot import demo_app, settle
 
 SIZE = (150, 36)
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.nats_server import port_in_use
+from gcl.coordinator.nats_server import port_in_use
 from tests.conftest import ROOT
 
 
 def _start_up(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GCL_DATA_DIR": str(folder / ".gcl")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "up", "--port", "0", "--log-level", "warning"],
+        [sys.executable, "-m", "gcl.cli", "up", "--port", "0", "--log-level", "warning"],
         cwd=folder,
         env=env,
         stdout=subprocess.PIPE,

@@ -8,8 +8,8 @@ import sys
 import time
 from typing import Any
 
-from sdk.client import AsyncClient, Client
-from sdk.settings import ClientSettings
+from gcl.sdk.client import AsyncClient, Client
+from gcl.sdk.settings import ClientSettings
 
 
 def hold_forever(nats_url: str, name: str, ttl: float) -> None:

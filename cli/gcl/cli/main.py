@@ -1,0 +1,106 @@
+"""The `gcl` command: run the service, manage limits, watch events."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+
+from gcl.cli import leases, limits
+from gcl.cli.alert import alert
+from gcl.cli.config import resolve_nats_url
+from gcl.cli.dashboard import dashboard
+from gcl.cli.events import events
+from gcl.cli.service import serve, up
+from gcl.sdk.exceptions import CoordinatorUnavailable, GCLError
+from gcl.sdk.version import VERSION
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 1
+EXIT_UNAVAILABLE = 2
+EXIT_INTERRUPTED = 130
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--nats",
+    "nats_url",
+    default=None,
+    metavar="URL",
+    help="NATS URL [env GCL_NATS_URL; else the one `gcl up` announced in ./.gcl; "
+    "else nats://127.0.0.1:4222]",
+)
+@click.option(
+    "--prefix",
+    envvar="GCL_PREFIX",
+    default="gcl",
+    show_default=True,
+    help="Subject prefix, to run several deployments on one NATS [env GCL_PREFIX]",
+)
+@click.version_option(VERSION, prog_name="gcl")
+@click.pass_context
+def cli(ctx: click.Context, nats_url: str | None, prefix: str) -> None:
+    """gcl: global concurrency limits for Python workers, coordinated over NATS.
+
+    \b
+    Start here:   gcl up             (NATS + coordinator on a SQLite file, in ./.gcl)
+    Limits:       gcl create 'gpu:{worker_id}' --limit 2   ·   gcl ls   ·   gcl inspect NAME
+    Production:   gcl serve --db postgresql+psycopg://user@host/db
+    \b
+    Environment:  GCL_NATS_URL, GCL_PREFIX, GCL_DB_URL (serve/up), GCL_DATA_DIR (up);
+                  NATS auth: GCL_NATS_USER + GCL_NATS_PASSWORD, GCL_NATS_TOKEN, GCL_NATS_CREDS;
+                  TLS: GCL_NATS_TLS_CA, GCL_NATS_TLS_CERT, GCL_NATS_TLS_KEY.
+    Exit codes:   0 ok, 1 user error, 2 coordinator or NATS unreachable.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["nats_url"] = resolve_nats_url(nats_url)
+    ctx.obj["prefix"] = prefix
+
+
+@click.command(short_help="Check that a coordinator answers (health checks).")
+@click.pass_context
+def ping(ctx: click.Context) -> None:
+    """Check that a coordinator answers (exit 0) or not (exit 2): for health checks."""
+    with limits.open_admin(ctx) as admin:
+        pong = admin.ping()
+    url = ctx.find_root().obj["nats_url"]
+    click.echo(f"coordinator {pong.coordinator_id} (v{pong.version}) answers on {url}")
+
+
+for command in (up, serve, dashboard, ping, events, alert, *limits.COMMANDS, *leases.COMMANDS):
+    cli.add_command(command)
+
+
+def run(args: Sequence[str] | None = None) -> int:
+    """Run the command and map what went wrong to an exit code and a one-line message."""
+    argv = list(args) if args is not None else None
+    try:
+        result = cli.main(args=argv, prog_name="gcl", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted.", err=True)
+        return EXIT_USER_ERROR
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
+        return EXIT_USER_ERROR
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USER_ERROR
+    except CoordinatorUnavailable as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_UNAVAILABLE
+    except GCLError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return result if isinstance(result, int) else EXIT_OK
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

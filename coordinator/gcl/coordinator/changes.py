@@ -1,0 +1,49 @@
+"""What one or more state-machine steps changed: records to write, then messages to send.
+
+The service commits a `Changes` in one transaction and only then publishes its events and
+notices, so nobody hears of a grant that a crash could still undo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gcl.coordinator.leases import Lease
+from gcl.coordinator.limits import Limit
+from gcl.protocol import Event, WaitNotice
+
+
+@dataclass
+class Changes:
+    limits: dict[str, Limit | None] = field(default_factory=dict)  # snapshots; None: deleted
+    leases_added: dict[str, Lease] = field(default_factory=dict)
+    leases_removed: set[str] = field(default_factory=set)
+    events: list[Event] = field(default_factory=list)
+    notices: list[tuple[str, WaitNotice]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.durable or bool(self.events or self.notices)
+
+    @property
+    def durable(self) -> bool:
+        """True when there is something to commit before replying."""
+        return bool(self.limits or self.leases_added or self.leases_removed)
+
+    def put_limit(self, name: str, limit: Limit | None) -> None:
+        self.limits[name] = limit
+
+    def add_lease(self, lease: Lease) -> None:
+        self.leases_added[lease.lease_id] = lease
+
+    def remove_lease(self, lease_id: str) -> None:
+        """A lease added and removed before any commit never needs to touch the disk."""
+        if self.leases_added.pop(lease_id, None) is None:
+            self.leases_removed.add(lease_id)
+
+    def merge(self, later: Changes) -> None:
+        self.limits.update(later.limits)
+        self.leases_added.update(later.leases_added)
+        for lease_id in later.leases_removed:
+            self.remove_lease(lease_id)
+        self.events.extend(later.events)
+        self.notices.extend(later.notices)

@@ -1,0 +1,691 @@
+"""The coordinator's state machine: limits, leases, wait queues and decay, with no I/O.
+
+Every public method is one step: it reads the injected clock, changes memory, and records what
+must be made durable and announced in `self.changes`. The service around it commits those
+changes, then sends replies, notices and events. Nothing here blocks, sleeps or polls; the
+service asks `next_deadline()` when to call `tick()` next.
+"""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+from gcl.coordinator.changes import Changes
+from gcl.coordinator.clock import Clock
+from gcl.coordinator.errors import Refusal
+from gcl.coordinator.leases import Lease
+from gcl.coordinator.limits import Limit
+from gcl.coordinator.waiters import Waiter, WaitQueues
+from gcl.protocol import (
+    AcquireRequest,
+    AcquireResult,
+    Event,
+    EventKind,
+    Holder,
+    LeaseInfo,
+    LimitCreate,
+    LimitDetail,
+    LimitInfo,
+    LimitUpdate,
+    ReleaseResult,
+    RenewResult,
+    WaitNotice,
+    WaitStatus,
+)
+from gcl.protocol import names as naming
+
+ENDED_MEMORY = 10_000
+DEFAULT_KEEPALIVE = 2.0
+
+
+class Engine:
+    """All coordinator state. Single-threaded: the service calls it from one event loop."""
+
+    def __init__(self, clock: Clock, keepalive_seconds: float = DEFAULT_KEEPALIVE) -> None:
+        self.clock = clock
+        self.keepalive_seconds = keepalive_seconds
+        self.limits: dict[str, Limit] = {}
+        self.leases: dict[str, Lease] = {}
+        self.lease_by_request: dict[str, str] = {}
+        self.queues = WaitQueues()
+        self.changes = Changes()
+        self._ended: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._expiries: list[tuple[float, str]] = []
+        self._waiter_deadlines: list[tuple[float, str]] = []
+        self._decay_blocked: set[str] = set()
+        self._rate_grants: OrderedDict[str, Lease] = OrderedDict()
+        self._templates: set[str] = set()
+        self._holders: dict[Holder, Holder] = {}  # one object per distinct holder: 100k leases
+
+    # --- stepping ---------------------------------------------------------------------------
+
+    def take_changes(self) -> Changes:
+        """Hand the accumulated changes to the service and start a fresh set."""
+        changes, self.changes = self.changes, Changes()
+        return changes
+
+    def next_deadline(self) -> float | None:
+        """The earliest monotonic time at which `tick()` has something to do."""
+        candidates = [heap[0][0] for heap in (self._expiries, self._waiter_deadlines) if heap]
+        now = self.clock.now()
+        for name in self._decay_blocked:
+            head = self.queues.head(name)
+            at = self._decay_wake(head, now) if head else None
+            if at is not None:
+                candidates.append(at)
+        return min(candidates, default=None)
+
+    def _decay_wake(self, waiter: Waiter, now: float) -> float | None:
+        """When decay alone will let this waiter in: it must stand first on every enforcing
+        limit it names, and each must have room now or gain it by decay (then the latest)."""
+        times = []
+        for name in waiter.names:
+            limit = self.limits[name]
+            if not limit.active or limit.has_room_enforced(waiter.request.occupy, now):
+                continue
+            at = limit.room_at(waiter.request.occupy, now)
+            if at is None or self.queues.head(name) is not waiter:
+                return None  # blocked by holders or by an earlier waiter: a step will wake it
+            times.append(at)
+        return max(times, default=None)
+
+    def tick(self) -> None:
+        """Expire due leases and abandoned waiters; admit waiters that decay made room for."""
+        now = self.clock.now()
+        self._expire_leases(now)
+        self._expire_waiters(now)
+        self._pump(list(self._decay_blocked))
+
+    def _expire_leases(self, now: float) -> None:
+        while self._expiries and self._expiries[0][0] <= now:
+            _, lease_id = heapq.heappop(self._expiries)
+            lease = self.leases.get(lease_id)
+            if lease is not None and lease.expires_at <= now:
+                self._end_lease(lease, "lease.expired", "not renewed within its ttl")
+
+    def _expire_waiters(self, now: float) -> None:
+        while self._waiter_deadlines and self._waiter_deadlines[0][0] <= now:
+            _, request_id = heapq.heappop(self._waiter_deadlines)
+            waiter = self.queues.get(request_id)
+            if waiter is not None and waiter.deadline <= now:
+                self._drop_waiter(waiter, "waiter.timed_out", "no keepalive: the waiter is gone")
+
+    # --- acquiring --------------------------------------------------------------------------
+
+    def acquire(self, request: AcquireRequest) -> AcquireResult:
+        """Grant now, queue, or refuse. Re-sent requests (same request_id) are idempotent."""
+        repeat = self._repeat(request)
+        if repeat is not None:
+            return repeat
+        names, missing = self._resolve(request)
+        if not names:
+            return AcquireResult(status="granted", request_id=request.request_id, missing=missing)
+        now = self.clock.now()
+        self._count_denied(names, request.occupy, now)
+        if self._admissible(names, request.occupy, now):
+            lease = self._grant(request, names, now)
+            return self._granted(request.request_id, lease, missing)
+        if not request.wait:
+            message = _busy_message(names)
+            self._emit(
+                "waiter.rejected",
+                names,
+                request_id=request.request_id,
+                holder=request.holder,
+                reason=message,
+            )
+            raise Refusal("timeout", message, "timeout_seconds")
+        return self._enqueue(request, names, missing, now)
+
+    def _repeat(self, request: AcquireRequest) -> AcquireResult | None:
+        lease_id = self.lease_by_request.get(request.request_id)
+        if lease_id is not None:
+            return self._granted(request.request_id, self.leases[lease_id], [])
+        spent = self._rate_grants.get(request.request_id)
+        if spent is not None:
+            return self._granted(request.request_id, spent, [])
+        waiter = self.queues.get(request.request_id)
+        if waiter is None:
+            return None
+        waiter.notify = request.notify or waiter.notify
+        self._keep_waiting(waiter, self.clock.now())
+        return self._queued(waiter)
+
+    def _resolve(self, request: AcquireRequest) -> tuple[list[str], list[str]]:
+        """Split names into known limits and missing ones, and check the request fits them."""
+        names = list(dict.fromkeys(request.names))
+        for name in names:
+            if name not in self.limits:
+                self._instantiate(name)
+        known = [n for n in names if n in self.limits and not self.limits[n].is_template]
+        missing = [n for n in names if n not in known]
+        if missing and request.strict:
+            raise Refusal(
+                "limit_not_found",
+                f"no limit named {', '.join(map(repr, missing))}: create it with "
+                f"`gcl create {missing[0]} --limit N`, or acquire with strict=False",
+                "names",
+            )
+        for name in known:
+            self._check_fits(self.limits[name], request)
+        return known, missing
+
+    def _check_fits(self, limit: Limit, request: AcquireRequest) -> None:
+        if request.mode == "rate" and limit.slot_decay_per_second <= 0:
+            raise Refusal(
+                "invalid_request",
+                f"rate_limit needs slot_decay_per_second > 0 on limit {limit.name!r}: "
+                f"set it with `gcl update {limit.name} --slot-decay-per-second X`",
+                "slot_decay_per_second",
+            )
+        if limit.active and request.occupy > limit.limit:
+            raise Refusal(
+                "invalid_request",
+                f"occupy={request.occupy} can never fit limit {limit.name!r} of "
+                f"{limit.limit} slots: ask for at most {limit.limit} or raise the limit",
+                "occupy",
+            )
+
+    def _admissible(self, names: list[str], occupy: int, now: float) -> bool:
+        """A newcomer goes straight in only if nobody queues ahead and every limit has room."""
+        return all(self._open_to_newcomer(self.limits[n], occupy, now) for n in names)
+
+    def _open_to_newcomer(self, limit: Limit, occupy: int, now: float) -> bool:
+        if not limit.active:
+            return True
+        return self.queues.depth(limit.name) == 0 and limit.has_room_enforced(occupy, now)
+
+    def _count_denied(self, names: list[str], occupy: int, now: float) -> None:
+        """Count every acquire that had to wait, or would have on an inactive (dry-run) limit."""
+        for name in names:
+            limit = self.limits[name]
+            if self.queues.depth(name) or not limit.has_room_enforced(occupy, now):
+                limit.denied += 1
+                self._dirty(limit)
+
+    def _enqueue(
+        self, request: AcquireRequest, names: list[str], missing: list[str], now: float
+    ) -> AcquireResult:
+        waiter = Waiter(request, names, missing, queued_at=now, deadline=now, notify=request.notify)
+        self.queues.add(waiter)
+        self._keep_waiting(waiter, now)
+        self._emit("waiter.queued", names, request_id=waiter.request_id, holder=request.holder)
+        self._note_decay_block(names)
+        return self._queued(waiter)
+
+    def _queued(self, waiter: Waiter) -> AcquireResult:
+        positions = {n: self.queues.position(n, waiter.request_id) for n in waiter.names}
+        return AcquireResult(
+            status="queued",
+            request_id=waiter.request_id,
+            missing=waiter.missing,
+            positions=positions,
+            keepalive_seconds=self.keepalive_seconds,
+        )
+
+    def _granted(self, request_id: str, lease: Lease, missing: list[str]) -> AcquireResult:
+        info = lease.info(self.clock.now())
+        return AcquireResult(status="granted", request_id=request_id, lease=info, missing=missing)
+
+    def _keep_waiting(self, waiter: Waiter, now: float) -> None:
+        waiter.deadline = now + 3 * self.keepalive_seconds
+        heapq.heappush(self._waiter_deadlines, (waiter.deadline, waiter.request_id))
+
+    def _grant(self, request: AcquireRequest, names: list[str], now: float) -> Lease:
+        tokens = {}
+        for name in names:
+            limit = self.limits[name]
+            limit.fencing_token += 1
+            tokens[name] = limit.fencing_token
+            self._dirty(limit)
+        lease = Lease(
+            lease_id=uuid.uuid4().hex,
+            request_id=request.request_id,
+            names=names,
+            occupy=request.occupy,
+            mode=request.mode,
+            ttl=request.lease_ttl,
+            holder=self._holders.setdefault(request.holder, request.holder),
+            granted_at=self.clock.wall(),
+            granted_mono=now,
+            expires_at=now + request.lease_ttl,
+            fencing_tokens=tokens,
+        )
+        if request.mode == "rate":
+            self._spend_rate(lease, now)
+            self._rate_grants[lease.request_id] = lease
+            _trim(self._rate_grants)
+        else:
+            self._attach(lease)
+        self._emit("lease.granted", names, lease=lease)
+        return lease
+
+    def _spend_rate(self, lease: Lease, now: float) -> None:
+        """A rate grant is not held: it adds to the decaying level and is done."""
+        for name in lease.names:
+            limit = self.limits[name]
+            limit.settle(now)
+            limit.decay_level += lease.occupy
+
+    def _attach(self, lease: Lease) -> None:
+        self.leases[lease.lease_id] = lease
+        self.lease_by_request[lease.request_id] = lease.lease_id
+        heapq.heappush(self._expiries, (lease.expires_at, lease.lease_id))
+        for name in lease.names:
+            limit = self.limits[name]
+            limit.lease_ids.add(lease.lease_id)
+            limit.held += lease.occupy
+        self.changes.add_lease(lease)
+
+    def _detach(self, lease: Lease, now: float) -> None:
+        self.leases.pop(lease.lease_id, None)
+        self.lease_by_request.pop(lease.request_id, None)
+        for name in lease.names:
+            limit = self.limits.get(name)
+            if limit is not None and lease.lease_id in limit.lease_ids:
+                limit.lease_ids.discard(lease.lease_id)
+                limit.held -= lease.occupy
+                limit.record_hold(now - lease.granted_mono)
+                self._dirty(limit)
+        self.changes.remove_lease(lease.lease_id)
+
+    def _pump(self, names: Iterable[str]) -> None:
+        """Admit waiters while they fit; each admission may unblock other queues."""
+        work = list(dict.fromkeys(names))
+        seen = set(work)
+        now = self.clock.now()
+        while work:
+            name = work.pop()
+            for waiter in self._candidates(name):
+                if self._head_fits(waiter, now):
+                    self._admit(waiter, now)
+                    work.extend(waiter.names)
+                    seen.update(waiter.names)
+                    break
+        self._note_decay_block(seen)
+
+    def _candidates(self, name: str) -> list[Waiter]:
+        """The head of an enforcing queue; everyone in a dry-run queue (it never blocks)."""
+        limit = self.limits.get(name)
+        if limit is not None and not limit.active:
+            return self.queues.queue(name)
+        head = self.queues.head(name)
+        return [head] if head else []
+
+    def _admit(self, waiter: Waiter, now: float) -> None:
+        self.queues.remove(waiter)
+        lease = self._grant(waiter.request, waiter.names, now)
+        notice = WaitNotice(
+            request_id=waiter.request_id,
+            status="granted",
+            lease=lease.info(now),
+            missing=waiter.missing,
+        )
+        self._notify(waiter, notice)
+
+    def _head_fits(self, waiter: Waiter, now: float) -> bool:
+        """Fits when, on every enforcing limit it names, it stands first and there is room."""
+        for name in waiter.names:
+            limit = self.limits[name]
+            if not limit.active:
+                continue
+            if self.queues.head(name) is not waiter:
+                return False
+            if not limit.has_room_enforced(waiter.request.occupy, now):
+                return False
+        return True
+
+    def _note_decay_block(self, names: Iterable[str]) -> None:
+        """Remember limits whose head waits only on decay, so a wake can be scheduled."""
+        for name in names:
+            limit = self.limits.get(name)
+            if limit and limit.slot_decay_per_second > 0 and self.queues.depth(name):
+                self._decay_blocked.add(name)
+            else:
+                self._decay_blocked.discard(name)
+
+    # --- holding ----------------------------------------------------------------------------
+
+    def renew(self, lease_id: str) -> RenewResult:
+        lease = self._live(lease_id)
+        lease.renew(self.clock.now())
+        heapq.heappush(self._expiries, (lease.expires_at, lease.lease_id))
+        return RenewResult(lease_id=lease_id, expires_in=lease.ttl)
+
+    def release(self, lease_id: str) -> ReleaseResult:
+        if self._ended.get(lease_id, ("", ""))[0] == "lease.released":
+            return ReleaseResult(lease_id=lease_id, released=False)
+        lease = self._live(lease_id)
+        self._end_lease(lease, "lease.released", "released by its holder")
+        return ReleaseResult(lease_id=lease_id, released=True)
+
+    def revoke(self, lease_id: str) -> None:
+        lease = self.leases.get(lease_id)
+        if lease is None:
+            raise Refusal(
+                "lease_not_found", f"no live lease {lease_id!r}: see `gcl leases`", "lease_id"
+            )
+        self._end_lease(lease, "lease.revoked", "revoked by an operator")
+
+    def _live(self, lease_id: str) -> Lease:
+        lease = self.leases.get(lease_id)
+        if lease is not None:
+            return lease
+        ended = self._ended.get(lease_id)
+        if ended is not None:
+            kind, reason = ended
+            raise Refusal("lease_lost", f"lease {lease_id} is gone: {kind[6:]} ({reason})")
+        raise Refusal(
+            "lease_not_found", f"the coordinator does not know lease {lease_id}", "lease_id"
+        )
+
+    def _end_lease(self, lease: Lease, kind: EventKind, reason: str) -> None:
+        self._detach(lease, self.clock.now())
+        self._ended[lease.lease_id] = (kind, reason)
+        _trim(self._ended)
+        self._emit(kind, lease.names, lease=lease, reason=reason)
+        self._pump(lease.names)
+
+    # --- waiting ----------------------------------------------------------------------------
+
+    def keepalive(self, request_id: str) -> WaitStatus:
+        """A waiter says it is still there; also how it learns of a grant whose notice was lost."""
+        waiter = self.queues.get(request_id)
+        if waiter is not None:
+            self._keep_waiting(waiter, self.clock.now())
+            return WaitStatus(status="queued", request_id=request_id)
+        lease_id = self.lease_by_request.get(request_id)
+        if lease_id is not None:
+            info = self.leases[lease_id].info(self.clock.now())
+            return WaitStatus(status="granted", request_id=request_id, lease=info)
+        return WaitStatus(status="unknown", request_id=request_id)
+
+    def withdraw(self, request_id: str, reason: str) -> WaitStatus:
+        """Leave the queue; if the grant raced the withdrawal, give the slots straight back."""
+        waiter = self.queues.get(request_id)
+        if waiter is not None:
+            kind: EventKind = "waiter.timed_out" if reason == "timeout" else "waiter.withdrawn"
+            self._drop_waiter(waiter, kind, f"the waiter gave up ({reason})")
+            return WaitStatus(status="withdrawn", request_id=request_id)
+        lease_id = self.lease_by_request.get(request_id)
+        if lease_id is not None:
+            self._end_lease(self.leases[lease_id], "lease.released", f"waiter gave up ({reason})")
+            return WaitStatus(status="released", request_id=request_id)
+        return WaitStatus(status="unknown", request_id=request_id)
+
+    def _drop_waiter(self, waiter: Waiter, kind: EventKind, reason: str) -> None:
+        self.queues.remove(waiter)
+        self._emit(
+            kind,
+            waiter.names,
+            request_id=waiter.request_id,
+            holder=waiter.request.holder,
+            reason=reason,
+        )
+        self._pump(waiter.names)
+
+    def _reject_waiter(self, waiter: Waiter, code: str, message: str) -> None:
+        """Tell a waiter it failed. The caller pumps its other queues once it is consistent."""
+        self.queues.remove(waiter)
+        self._emit(
+            "waiter.rejected",
+            waiter.names,
+            request_id=waiter.request_id,
+            holder=waiter.request.holder,
+            reason=message,
+        )
+        self._notify(
+            waiter,
+            WaitNotice(
+                request_id=waiter.request_id,
+                status="failed",
+                error_code=code,
+                error_message=message,
+            ),
+        )
+
+    def _notify(self, waiter: Waiter, notice: WaitNotice) -> None:
+        if waiter.notify:
+            self.changes.notices.append((waiter.notify, notice))
+
+    # --- administering ----------------------------------------------------------------------
+
+    def create_limit(self, spec: LimitCreate) -> LimitInfo:
+        if spec.name in self.limits:
+            raise Refusal(
+                "limit_exists",
+                f"limit {spec.name!r} already exists: use `gcl update {spec.name}` to change it",
+                "name",
+            )
+        wall = self.clock.wall()
+        limit = Limit(
+            spec.name,
+            spec.limit,
+            spec.active,
+            spec.slot_decay_per_second,
+            created_at=wall,
+            updated_at=wall,
+            fencing_token=_token_floor(wall),
+            is_template=naming.TEMPLATE_FIELD in spec.name,
+        )
+        self.limits[spec.name] = limit
+        if limit.is_template:
+            self._templates.add(spec.name)
+        self._dirty(limit)
+        self._emit("limit.created", [spec.name])
+        return self.limit_info(spec.name)
+
+    def _instantiate(self, name: str) -> None:
+        """First use of `gpu:gpu-7` under a `gpu:{worker_id}` template creates its own limit."""
+        template = self._template_for(name)
+        if template is None:
+            return
+        wall = self.clock.wall()
+        limit = Limit(
+            name,
+            template.limit,
+            template.active,
+            template.slot_decay_per_second,
+            created_at=wall,
+            updated_at=wall,
+            fencing_token=_token_floor(wall),
+        )
+        self.limits[name] = limit
+        self._dirty(limit)
+        self._emit("limit.created", [name], reason=f"from template {template.name!r}")
+
+    def _template_for(self, name: str) -> Limit | None:
+        for template in sorted(self._templates):
+            if naming.template_matches(template, name):
+                return self.limits[template]
+        return None
+
+    def update_limit(self, update: LimitUpdate) -> LimitInfo:
+        limit = self._limit(update.name)
+        now = self.clock.now()
+        limit.settle(now)
+        if update.limit is not None:
+            limit.limit = update.limit
+        if update.active is not None:
+            limit.active = update.active
+        if update.slot_decay_per_second is not None:
+            limit.slot_decay_per_second = update.slot_decay_per_second
+        limit.updated_at = self.clock.wall()
+        self._dirty(limit)
+        self._emit("limit.updated", [limit.name])
+        self._reject_misfits(limit)
+        self._pump([limit.name])
+        return self.limit_info(limit.name)
+
+    def _reject_misfits(self, limit: Limit) -> None:
+        """Waiters that can no longer ever fit are told now instead of waiting for ever;
+        whoever stood behind them in their other queues may now go in."""
+        touched: list[str] = []
+        for waiter in self.queues.queue(limit.name):
+            try:
+                self._check_fits(limit, waiter.request)
+            except Refusal as refusal:
+                self._reject_waiter(waiter, refusal.code, refusal.message)
+                touched.extend(waiter.names)
+        self._pump(touched)
+
+    def delete_limit(self, name: str) -> int:
+        """Delete a limit; its holders lose their leases, its waiters stop waiting on it.
+
+        Two passes: first no waiter names the limit any more, then queues are pumped, so no
+        admission ever looks at a limit that is half gone.
+        """
+        limit = self._limit(name)
+        del self.limits[name]
+        self._templates.discard(name)
+        self._decay_blocked.discard(name)
+        touched: list[str] = []
+        for waiter in self.queues.queue(name):
+            touched.extend(self._forget_name(waiter, name))
+        holders = [self.leases[i] for i in sorted(limit.lease_ids)]
+        for lease in holders:
+            self._end_lease(lease, "lease.revoked", f"limit {name!r} was deleted")
+        self._pump([n for n in touched if n in self.limits])
+        self.changes.put_limit(name, None)
+        self._emit("limit.deleted", [name], limits=[])
+        return len(holders)
+
+    def _forget_name(self, waiter: Waiter, name: str) -> list[str]:
+        """Take a deleted limit off a waiter; return the queues it still stands in."""
+        if waiter.request.strict:
+            self._reject_waiter(waiter, "limit_not_found", f"limit {name!r} was deleted")
+            return [n for n in waiter.names if n != name]
+        self.queues.drop_from(name, waiter)
+        waiter.names.remove(name)
+        waiter.missing.append(name)
+        if not waiter.names:
+            self.queues.remove(waiter)
+            notice = WaitNotice(
+                request_id=waiter.request_id, status="granted", missing=waiter.missing
+            )
+            self._notify(waiter, notice)
+        return list(waiter.names)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def _limit(self, name: str) -> Limit:
+        limit = self.limits.get(name)
+        if limit is None:
+            raise Refusal("limit_not_found", f"no limit named {name!r}: see `gcl ls`", "name")
+        return limit
+
+    def limit_info(self, name: str) -> LimitInfo:
+        limit = self._limit(name)
+        return limit.info(self.clock.now(), self.queues.depth(name))
+
+    def list_limits(self, pattern: str | None = None) -> list[LimitInfo]:
+        return [
+            self.limit_info(name)
+            for name in sorted(self.limits)
+            if pattern is None or naming.matches(name, pattern)
+        ]
+
+    def detail(self, name: str) -> LimitDetail:
+        limit = self._limit(name)
+        now = self.clock.now()
+        holders = sorted((self.leases[i] for i in limit.lease_ids), key=lambda x: x.granted_mono)
+        return LimitDetail(
+            limit=self.limit_info(name),
+            holders=[lease.info(now) for lease in holders],
+            waiters=[w.info(now, i) for i, w in enumerate(self.queues.queue(name))],
+        )
+
+    def list_leases(self, name: str | None = None) -> list[LeaseInfo]:
+        now = self.clock.now()
+        ids = self._limit(name).lease_ids if name is not None else self.leases.keys()
+        leases = sorted((self.leases[i] for i in ids), key=lambda x: x.granted_mono)
+        return [lease.info(now) for lease in leases]
+
+    # --- restoring --------------------------------------------------------------------------
+
+    def restore(self, limits: Iterable[Limit], leases: Iterable[Lease]) -> None:
+        """Load durable state after a restart. Leases get a fresh TTL from now.
+
+        A stored lease naming a limit that no longer exists (the database was edited by hand)
+        is dropped and its row deleted, rather than half-restored.
+        """
+        now = self.clock.now()
+        for limit in limits:
+            limit.decay_at = now
+            limit.held = 0
+            limit.lease_ids = set()
+            self.limits[limit.name] = limit
+            if limit.is_template:
+                self._templates.add(limit.name)
+        orphans = []
+        for lease in leases:
+            if not all(name in self.limits for name in lease.names):
+                orphans.append(lease.lease_id)
+                continue
+            lease.granted_mono = now
+            lease.expires_at = now + lease.ttl
+            self._attach(lease)
+        self.changes = Changes()
+        for lease_id in orphans:
+            self.changes.remove_lease(lease_id)
+
+    # --- bookkeeping ------------------------------------------------------------------------
+
+    def _dirty(self, limit: Limit) -> None:
+        self.changes.put_limit(limit.name, limit.snapshot())
+
+    def _emit(
+        self,
+        kind: EventKind,
+        names: list[str],
+        *,
+        lease: Lease | None = None,
+        request_id: str | None = None,
+        holder: Holder | None = None,
+        reason: str | None = None,
+        limits: list[LimitInfo] | None = None,
+    ) -> None:
+        now = self.clock.now()
+        if limits is None:
+            limits = [
+                self.limits[n].info(now, self.queues.depth(n)) for n in names if n in self.limits
+            ]
+        self.changes.events.append(
+            Event.model_construct(  # trusted values (kind is typed): skip re-validation
+                kind=kind,
+                at=self.clock.wall(),
+                names=list(names),
+                lease_id=lease.lease_id if lease else None,
+                request_id=lease.request_id if lease else request_id,
+                holder=lease.holder if lease else holder,
+                occupy=lease.occupy if lease else None,
+                reason=reason,
+                limits=limits,
+            )
+        )
+
+
+def _token_floor(wall: float) -> int:
+    """A new limit's first fencing token: the creation time in microseconds.
+
+    Tokens must keep growing even when a limit is deleted and created again under the same
+    name (a holder of the old one may still be about): starting from the clock guarantees it
+    unless the old limit issued over a million grants per second of its life.
+    """
+    return int(wall * 1_000_000)
+
+
+def _trim(memory: OrderedDict[str, Any]) -> None:
+    while len(memory) > ENDED_MEMORY:
+        memory.popitem(last=False)
+
+
+def _busy_message(names: list[str]) -> str:
+    return (
+        f"no free slots on {', '.join(map(repr, names))} right now (timeout_seconds=0 "
+        "tries once): retry later or pass a longer timeout_seconds"
+    )

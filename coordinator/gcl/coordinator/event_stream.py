@@ -1,0 +1,74 @@
+"""The JetStream stream that keeps the coordinator's events for subscribers who were away.
+
+The coordinator publishes events with plain core-NATS publishes; a stream bound to
+`{prefix}.events.>` stores them as they pass, so publishing needs no change and a NATS without
+JetStream still gets live events. Retention is by age and by size, oldest dropped first.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nats.aio.client import Client as NATS
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from gcl.coordinator.settings import CoordinatorSettings
+from gcl.protocol import Subjects
+from gcl.sdk.events import stream_name
+
+log = logging.getLogger("gcl.coordinator")
+JS_TIMEOUT = 5.0
+
+
+def stream_config(settings: CoordinatorSettings) -> StreamConfig:
+    return StreamConfig(
+        name=stream_name(settings.prefix),
+        description=f"gcl events of prefix {settings.prefix!r}, kept for gcl events/alerts",
+        subjects=[Subjects(settings.prefix).all_events],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=settings.events_max_age_seconds,
+        max_bytes=settings.events_max_bytes,
+    )
+
+
+async def ensure_stream(nc: NATS, settings: CoordinatorSettings) -> bool:
+    """Create or re-size the stream; on any failure warn and go on with live events only."""
+    config = stream_config(settings)
+    js = nc.jetstream(timeout=JS_TIMEOUT)
+    try:
+        try:
+            current = (await js.stream_info(config.name or "")).config
+        except NotFoundError:
+            await js.add_stream(config)
+            log.info("created event stream %s (%s)", config.name, _limits(config))
+            return True
+        if _differs(current, config):
+            await js.update_stream(config)
+            log.info("updated event stream %s (%s)", config.name, _limits(config))
+        return True
+    except Exception as exc:
+        log.warning(
+            "events are live only, not stored: could not set up JetStream stream %s on %s "
+            "(%s: %s). `gcl events --since` and durable subscribers need NATS with JetStream "
+            "(`nats-server -js`; `gcl up` has it).",
+            config.name,
+            settings.nats_url,
+            type(exc).__name__,
+            exc,
+        )
+        return False
+
+
+def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:
+    return (
+        sorted(current.subjects or []) != sorted(wanted.subjects or [])
+        or current.max_bytes != wanted.max_bytes
+        or abs((current.max_age or 0) - (wanted.max_age or 0)) > 0.001
+    )
+
+
+def _limits(config: StreamConfig) -> str:
+    return f"max age {config.max_age:g}s, max {config.max_bytes} bytes"

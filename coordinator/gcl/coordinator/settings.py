@@ -1,0 +1,39 @@
+"""The coordinator's configuration: flags override these, which come from GCL_* variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from gcl.sdk.settings import NatsSettings
+
+DEFAULT_DB_URL = "sqlite:///.gcl/gcl.db"
+
+
+class CoordinatorSettings(NatsSettings):
+    db_url: str = Field(
+        DEFAULT_DB_URL,
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db",
+    )
+    sqlite_synchronous: str = Field(
+        "NORMAL",
+        pattern="(?i)^(NORMAL|FULL)$",
+        description="NORMAL survives kill -9; FULL a power cut",
+    )
+    keepalive_seconds: float = Field(
+        2.0, gt=0, le=60, description="how often waiters prove they are alive"
+    )
+    db_retry_seconds: float = Field(
+        30.0, gt=0, le=3600, description="how long to retry a failing commit, then exit"
+    )
+    events_max_age_seconds: float = Field(
+        7 * 86_400.0, gt=0, le=10 * 365 * 86_400, description="keep stored events this long"
+    )
+    events_max_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="keep at most this many bytes of stored events"
+    )
+    metrics_port: int = Field(
+        0, ge=0, le=65_535, description="serve Prometheus metrics on this port; 0 turns them off"
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="address for the metrics port (0.0.0.0 to let others scrape)"
+    )

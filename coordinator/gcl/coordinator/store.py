@@ -1,0 +1,368 @@
+"""Durable state: limits and live leases in SQLModel tables (SQLite file or PostgreSQL).
+
+Only what survives a restart is written: limit settings and counters, and live leases. Renewals
+are not written: restored leases get a fresh TTL at start-up, so an expiry time on disk would
+never be read. Each `apply` is one transaction, so the disk always holds a prefix of history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy import JSON, BigInteger, Column, Table, event, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Field, SQLModel, create_engine, select
+
+from gcl.coordinator.changes import Changes
+from gcl.coordinator.leases import Lease
+from gcl.coordinator.limits import Limit
+from gcl.protocol import Holder
+from gcl.sdk.exceptions import GCLError
+
+log = logging.getLogger("gcl.coordinator.store")
+
+SCHEMA_VERSION = 1
+_ADVISORY_LOCK_KEY = 0x6763_6C00  # "gcl\0": one coordinator per PostgreSQL database
+
+
+class StoreLocked(GCLError):
+    """Another coordinator already owns this database: two would both grant the same slots."""
+
+
+class StoreUnavailable(GCLError):
+    """The database cannot be opened: wrong URL, server down, driver missing, no permission."""
+
+
+class LimitRow(SQLModel, table=True):
+    __tablename__ = "gcl_limits"
+
+    name: str = Field(primary_key=True, max_length=200)
+    limit: int = Field(sa_column=Column(BigInteger, nullable=False))
+    active: bool = True
+    slot_decay_per_second: float = 0.0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    fencing_token: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    denied: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    hold_seconds_total: float = 0.0
+    hold_count: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    decay_level: float = 0.0
+    is_template: bool = False
+
+
+class LeaseRow(SQLModel, table=True):
+    __tablename__ = "gcl_leases"
+
+    lease_id: str = Field(primary_key=True, max_length=64)
+    request_id: str = Field(index=True, max_length=64)
+    names: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    occupy: int
+    mode: str = Field(max_length=16)
+    ttl: float
+    holder: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    granted_at: float
+    fencing_tokens: dict[str, int] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class MetaRow(SQLModel, table=True):
+    __tablename__ = "gcl_meta"
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = Field(max_length=200)
+
+
+class Store:
+    """The database behind one coordinator. Blocking: the service calls it from a thread."""
+
+    def __init__(self, url: str, sqlite_synchronous: str = "NORMAL") -> None:
+        self.url = url
+        self._lock_file: TextIO | None = None
+        self._lock_conn: Connection | None = None
+        self._writer: _Writer | None = None
+        with self._explained():
+            self.dialect = make_url(url).get_backend_name()
+            self.engine = self._create_engine(url, sqlite_synchronous)
+
+    @contextlib.contextmanager
+    def _explained(self) -> Iterator[None]:
+        """Turn driver and SQLAlchemy errors into one line that says what to check."""
+        try:
+            yield
+        except GCLError:
+            raise
+        except ModuleNotFoundError as exc:
+            raise StoreUnavailable(
+                f"the database driver {exc.name!r} is not installed: for PostgreSQL, "
+                "pip install 'gcl[postgres]'"
+            ) from exc
+        except (SQLAlchemyError, OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreUnavailable(
+                f"cannot open the database {safe_url(self.url)}: {first}. Check --db / GCL_DB_URL "
+                "(sqlite:///path/to/gcl.db or postgresql+psycopg://user@host/db)"
+            ) from exc
+
+    def _create_engine(self, url: str, synchronous: str) -> Engine:
+        if self.dialect != "sqlite":
+            return create_engine(url, pool_pre_ping=True, pool_size=2)
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas(synchronous))
+        return engine
+
+    def open(self) -> tuple[list[Limit], list[Lease]]:
+        """Take the single-writer lock, create tables if needed, and load everything."""
+        with self._explained():
+            self._lock()
+            SQLModel.metadata.create_all(self.engine)
+            self._check_schema()
+            return self.load()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._lock_conn is not None:
+            self._lock_conn.close()
+            self._lock_conn = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+        self.engine.dispose()
+
+    def _lock(self) -> None:
+        if self.dialect == "sqlite":
+            self._lock_sqlite()
+        elif self.dialect == "postgresql":
+            self._lock_postgres()
+
+    def _lock_sqlite(self) -> None:
+        database = make_url(self.url).database
+        if not database or database == ":memory:":
+            return
+        handle = open(f"{database}.lock", "w")  # noqa: SIM115 - held for the store's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreLocked(
+                f"another coordinator is using {database}: stop it first, or give this one "
+                "its own database with --db / GCL_DB_URL"
+            ) from None
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_file = handle
+
+    def _lock_postgres(self) -> None:
+        conn = self.engine.connect()
+        locked = conn.execute(text(f"SELECT pg_try_advisory_lock({_ADVISORY_LOCK_KEY})")).scalar()
+        conn.commit()
+        if not locked:
+            conn.close()
+            raise StoreLocked(
+                "another coordinator holds this PostgreSQL database: stop it first, or point "
+                "this one at another database"
+            )
+        self._lock_conn = conn
+
+    def _check_schema(self) -> None:
+        with self.engine.begin() as conn:
+            found = conn.execute(select(MetaRow.value).where(MetaRow.key == "schema")).scalar()
+            if found is None:
+                conn.execute(
+                    _table(MetaRow).insert(),
+                    {"key": "schema", "value": str(SCHEMA_VERSION)},
+                )
+            elif int(found) > SCHEMA_VERSION:
+                raise GCLError(
+                    f"database schema {found} is newer than this coordinator understands "
+                    f"({SCHEMA_VERSION}): upgrade gcl"
+                )
+
+    def load(self) -> tuple[list[Limit], list[Lease]]:
+        """Everything durable. Rows are streamed and holders shared, so 100,000 leases load
+        without holding every raw row beside every object."""
+        holders: dict[str, Holder] = {}
+        with self.engine.connect() as conn:
+            limits = [_limit(r) for r in conn.execute(select(LimitRow)).mappings()]
+            rows = conn.execution_options(yield_per=5_000).execute(select(LeaseRow))
+            leases = [_lease(r, holders) for r in rows.mappings()]
+        return limits, leases
+
+    def apply(self, changes: Changes) -> None:
+        """Write one batch in one transaction: all of it lands, or none of it."""
+        if self._writer is None:
+            self._writer = _Writer(self.engine.raw_connection(), self.dialect)
+        try:
+            self._writer.write(changes)
+        except Exception:
+            self._writer.close()  # a broken connection is replaced on the next try
+            self._writer = None
+            raise
+
+
+class _Writer:
+    """The hot write path on one DB-API connection, with SQL that SQLite and PostgreSQL share.
+
+    SQLModel defines and loads the tables; writing through SQLAlchemy's per-statement machinery
+    cost ~7x a plain DB-API commit, which showed directly in acquire latency.
+    """
+
+    def __init__(self, connection: Any, dialect: str) -> None:
+        self.connection = connection
+        bind = "%({})s" if dialect == "postgresql" else ":{}"
+        limit_cols = list(LimitRow.model_fields)
+        lease_cols = list(LeaseRow.model_fields)
+        updates = ", ".join(f'"{c}" = excluded."{c}"' for c in limit_cols if c != "name")
+        self.upsert_limit = (
+            f"INSERT INTO gcl_limits ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in limit_cols)}) "
+            f"VALUES ({', '.join(bind.format(c) for c in limit_cols)}) "
+            f"ON CONFLICT (name) DO UPDATE SET {updates}"
+        )
+        self.delete_limit = f"DELETE FROM gcl_limits WHERE name = {bind.format('name')}"
+        self.insert_lease = (
+            f"INSERT INTO gcl_leases ({', '.join(lease_cols)}) "
+            f"VALUES ({', '.join(bind.format(c) for c in lease_cols)})"
+        )
+        self.delete_lease = f"DELETE FROM gcl_leases WHERE lease_id = {bind.format('lease_id')}"
+
+    def write(self, changes: Changes) -> None:
+        cursor = self.connection.cursor()
+        try:
+            gone = [{"name": n} for n, limit in changes.limits.items() if limit is None]
+            limits = [limit_row(limit) for limit in changes.limits.values() if limit is not None]
+            removed = [{"lease_id": i} for i in changes.leases_removed]
+            added = [_lease_params(lease_row(lease)) for lease in changes.leases_added.values()]
+            for sql, params in (
+                (self.delete_limit, gone),
+                (self.upsert_limit, limits),
+                (self.delete_lease, removed),
+                (self.insert_lease, added),
+            ):
+                if params:
+                    cursor.executemany(sql, params)
+            self.connection.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.connection.rollback()
+            raise
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.connection.close()
+
+
+_JSON_COLUMNS = ("names", "holder", "fencing_tokens")
+
+
+def _lease_params(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: json.dumps(v) if k in _JSON_COLUMNS else v for k, v in row.items()}
+
+
+def limit_row(limit: Limit) -> dict[str, Any]:
+    """The durable columns of a limit, snapshotted now (the object keeps changing)."""
+    return {
+        "name": limit.name,
+        "limit": limit.limit,
+        "active": limit.active,
+        "slot_decay_per_second": limit.slot_decay_per_second,
+        "created_at": limit.created_at,
+        "updated_at": limit.updated_at,
+        "fencing_token": limit.fencing_token,
+        "denied": limit.denied,
+        "hold_seconds_total": limit.hold_seconds_total,
+        "hold_count": limit.hold_count,
+        "decay_level": limit.decay_level,
+        "is_template": limit.is_template,
+    }
+
+
+def lease_row(lease: Lease) -> dict[str, Any]:
+    return {
+        "lease_id": lease.lease_id,
+        "request_id": lease.request_id,
+        "names": list(lease.names),
+        "occupy": lease.occupy,
+        "mode": lease.mode,
+        "ttl": lease.ttl,
+        "holder": lease.holder.model_dump(),
+        "granted_at": lease.granted_at,
+        "fencing_tokens": dict(lease.fencing_tokens),
+    }
+
+
+def safe_url(url: str) -> str:
+    """The database URL without its password, for logs and messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(an unparsable URL)"
+
+
+def _table(model: type[SQLModel]) -> Table:
+    """The Core table behind a SQLModel class: bulk writes skip the ORM's per-row cost."""
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
+def _sqlite_pragmas(synchronous: str) -> Any:
+    """WAL lets readers run beside the writer; NORMAL survives kill -9, FULL a power cut."""
+    mode = synchronous.upper() if synchronous.upper() in {"OFF", "NORMAL", "FULL"} else "NORMAL"
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={mode}")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
+
+    return on_connect
+
+
+def _limit(row: Any) -> Limit:
+    return Limit(
+        name=row["name"],
+        limit=row["limit"],
+        active=row["active"],
+        slot_decay_per_second=row["slot_decay_per_second"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        fencing_token=row["fencing_token"],
+        denied=row["denied"],
+        hold_seconds_total=row["hold_seconds_total"],
+        hold_count=row["hold_count"],
+        decay_level=row["decay_level"],
+        is_template=row["is_template"],
+    )
+
+
+def _lease(row: Any, holders: dict[str, Holder]) -> Lease:
+    key = json.dumps(row["holder"], sort_keys=True)
+    holder = holders.get(key)
+    if holder is None:
+        holder = holders[key] = Holder.model_validate(row["holder"])
+    return Lease(
+        lease_id=row["lease_id"],
+        request_id=row["request_id"],
+        names=list(row["names"]),
+        occupy=row["occupy"],
+        mode=row["mode"],
+        ttl=row["ttl"],
+        holder=holder,
+        granted_at=row["granted_at"],
+        granted_mono=0.0,
+        expires_at=0.0,
+        fencing_tokens={k: int(v) for k, v in row["fencing_tokens"].items()},
+    )

@@ -1,0 +1,90 @@
+"""The one exception tree of gcl. Catch `GCLError` to catch everything we raise.
+
+    GCLError
+    ├── CoordinatorUnavailable   no coordinator answers (NATS down, or no `gcl serve` running)
+    ├── AcquireTimeout           slots did not free up within `timeout_seconds` (a TimeoutError)
+    ├── LeaseLost                the lease ended while the block ran (expired, revoked, deleted)
+    └── RequestError             the coordinator refused the request; `.code` says why
+        ├── InvalidRequest       bad input: a name, a number, occupy above the limit's size...
+        ├── LimitNotFound        the limit does not exist (raised with strict=True, or by admin)
+        ├── LimitExists          create of a name that is already taken
+        └── LeaseNotFound        admin revoke of a lease the coordinator does not know
+
+Every message says what to do next, because the person reading it is usually an operator at
+3 a.m. looking at a worker's log.
+"""
+
+from __future__ import annotations
+
+
+class GCLError(Exception):
+    """Base of every error gcl raises."""
+
+
+class CoordinatorUnavailable(GCLError):
+    """Nothing answered on the coordinator's subjects: start one, or check GCL_NATS_URL."""
+
+
+class AcquireTimeout(GCLError, TimeoutError):
+    """The requested slots were not granted within the caller's `timeout_seconds`.
+
+    A `TimeoutError`, as Prefect's `AcquireConcurrencySlotTimeoutError` is, so code written
+    with `except TimeoutError:` keeps working."""
+
+
+class LeaseLost(GCLError):
+    """The lease ended before the block did, so another holder may now own the slots."""
+
+    def __init__(self, message: str, *, lease_id: str | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.lease_id = lease_id
+        self.reason = reason
+
+
+class RequestError(GCLError):
+    """The coordinator answered with an error code; `code` is stable, `field` names the input."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidRequest(RequestError):
+    """The request's input is not acceptable; the message names the field and the rule."""
+
+    code = "invalid_request"
+
+
+class LimitNotFound(RequestError):
+    """No limit of that name exists: create it with `gcl create NAME --limit N`."""
+
+    code = "limit_not_found"
+
+
+class LimitExists(RequestError):
+    """A limit of that name already exists: update it instead of creating it."""
+
+    code = "limit_exists"
+
+
+class LeaseNotFound(RequestError):
+    """The coordinator does not know that lease: it was released, expired or never existed."""
+
+    code = "lease_not_found"
+
+
+ERRORS_BY_CODE: dict[str, type[RequestError]] = {
+    cls.code: cls for cls in (InvalidRequest, LimitNotFound, LimitExists, LeaseNotFound)
+}
+
+
+def error_from_code(code: str, message: str, field: str | None = None) -> GCLError:
+    """Turn an error reply into the exception the caller should see."""
+    if code == "timeout":
+        return AcquireTimeout(message)
+    if code == "lease_lost":
+        return LeaseLost(message)
+    cls = ERRORS_BY_CODE.get(code, RequestError)
+    return cls(message, field=field)

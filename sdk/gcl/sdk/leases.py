@@ -1,0 +1,45 @@
+"""The lease a caller holds inside `concurrency()`: ids, fencing tokens, and whether it was lost."""
+
+from __future__ import annotations
+
+import threading
+
+from gcl.protocol import LeaseInfo
+
+
+class Lease:
+    """What `concurrency()` yields. Pass `fencing_token` to the resource to refuse stale holders."""
+
+    def __init__(self, info: LeaseInfo | None, names: list[str], missing: list[str]) -> None:
+        self.info = info
+        self.names = names
+        self.missing = missing
+        self._lost = threading.Event()
+        self.lost_reason = ""
+        self.renewal_key = 0
+
+    @property
+    def lease_id(self) -> str | None:
+        return self.info.lease_id if self.info else None
+
+    @property
+    def fencing_tokens(self) -> dict[str, int]:
+        return dict(self.info.fencing_tokens) if self.info else {}
+
+    @property
+    def fencing_token(self) -> int | None:
+        """The token of the first name: enough for the common one-limit case."""
+        tokens = self.fencing_tokens
+        return tokens.get(self.names[0]) if tokens and self.names else None
+
+    @property
+    def lost(self) -> bool:
+        return self._lost.is_set()
+
+    def mark_lost(self, reason: str) -> None:
+        self.lost_reason = reason
+        self._lost.set()
+
+    def __repr__(self) -> str:
+        state = f"lost: {self.lost_reason}" if self.lost else "held"
+        return f"<Lease {self.lease_id} {self.names} {state}>"
