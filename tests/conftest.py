@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,17 @@ from gcl.sdk.exceptions import CoordinatorUnavailable
 from gcl.sdk.settings import ClientSettings
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_URL = os.environ.get("GCL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_SERVER = os.environ.get("GCL_TEST_PG_SERVER", "host=127.0.0.1 port=5432 user=postgres")
+# One database per test run, made on first use and dropped at the end: parallel runs (other
+# checkouts, CI) never share tables.
+PG_DATABASE = f"gcl_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+PG_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{PG_DATABASE}"
+_pg_created = False
+
+
+def pg_conninfo(database: str = PG_DATABASE) -> str:
+    """libpq connection string for the run's database (or another one on the same server)."""
+    return f"{PG_SERVER} dbname={database}"
 
 
 def postgres_available() -> bool:
@@ -38,22 +49,40 @@ def postgres_available() -> bool:
     except ImportError:
         return False
     try:
-        with psycopg.connect(
-            "host=127.0.0.1 port=5432 dbname=test user=postgres", connect_timeout=2
-        ):
+        with psycopg.connect(pg_conninfo("postgres"), connect_timeout=2):
             return True
     except psycopg.Error:
         return False
 
 
 def reset_postgres() -> None:
+    """Create the run's database the first time, else empty it."""
+    global _pg_created
     import psycopg
 
-    with psycopg.connect(
-        "host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True
-    ) as conn:
+    if not _pg_created:
+        with psycopg.connect(pg_conninfo("postgres"), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {PG_DATABASE}")
+        _pg_created = True
+        return
+    with psycopg.connect(pg_conninfo(), autocommit=True) as conn:
         for table in ("gcl_leases", "gcl_limits", "gcl_meta"):
             conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def drop_postgres_database() -> None:
+    if not _pg_created:
+        return
+    import psycopg
+
+    with psycopg.connect(pg_conninfo("postgres"), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_the_run_database() -> Iterator[None]:
+    yield
+    drop_postgres_database()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -73,7 +102,7 @@ def postgres_url() -> str:
 def fresh_postgres() -> str:
     if not postgres_available():
         if os.environ.get("GCL_REQUIRE_POSTGRES"):
-            pytest.fail("PostgreSQL on 127.0.0.1:5432 (database test) is required but down")
+            pytest.fail("PostgreSQL on 127.0.0.1:5432 is required (GCL_REQUIRE_POSTGRES) but down")
         pytest.skip("PostgreSQL on 127.0.0.1:5432 is not running")
     reset_postgres()
     return PG_URL

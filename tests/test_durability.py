@@ -18,7 +18,7 @@ from gcl.coordinator.nats_server import NatsServer
 from gcl.sdk.admin import AsyncAdminClient
 from gcl.sdk.client import AsyncClient
 from gcl.sdk.settings import ClientSettings
-from tests.conftest import ROOT, CoordinatorProcess, wait_until
+from tests.conftest import ROOT, CoordinatorProcess, pg_conninfo, wait_until
 
 
 def _spawn_holder(nats_url: str, name: str, ttl: float) -> subprocess.Popen[str]:
@@ -173,12 +173,10 @@ async def test_a_dropped_database_connection_is_retried_without_losing_grants(
     settings = ClientSettings(nats_url=coordinator.settings.nats_url)
     async with AsyncAdminClient(settings) as admin, AsyncClient(settings) as client:
         await admin.create_limit("db", 2)
-        with psycopg.connect(
-            "host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True
-        ) as conn:
+        with psycopg.connect(pg_conninfo(), autocommit=True) as conn:
             dropped = conn.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = 'test' AND pid <> pg_backend_pid()"
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             ).fetchone()
         assert dropped is not None and dropped[0] >= 1
         async with client.concurrency("db") as lease:
