@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from gcl.sdk.settings import NatsSettings
+from gcl.sdk.settings import NatsSettings, Role
 
 DEFAULT_DB_URL = "sqlite:///.gcl/gcl.db"
 
 
 class CoordinatorSettings(NatsSettings):
+    nats_role: Role = Field("coordinator", description="which credential `gcl up` made to pick")
     db_url: str = Field(
         DEFAULT_DB_URL,
         description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db",

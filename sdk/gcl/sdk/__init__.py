@@ -13,12 +13,14 @@ from gcl.sdk.events import EventFilter, events, iter_events
 from gcl.sdk.exceptions import (
     AcquireTimeout,
     CoordinatorUnavailable,
+    Forbidden,
     GCLError,
     InvalidRequest,
     LeaseLost,
     LeaseNotFound,
     LimitExists,
     LimitNotFound,
+    PermissionDenied,
     RequestError,
 )
 from gcl.sdk.identity import per_worker, worker_id
@@ -35,6 +37,7 @@ __all__ = [
     "CoordinatorUnavailable",
     "Event",
     "EventFilter",
+    "Forbidden",
     "GCLError",
     "InvalidRequest",
     "Lease",
@@ -46,6 +49,7 @@ __all__ = [
     "LimitInfo",
     "LimitNotFound",
     "NatsSettings",
+    "PermissionDenied",
     "RequestError",
     "WaiterInfo",
     "events",
