@@ -5,8 +5,8 @@ as hostile: answer each request with a clear `Reply` error (never crash, never g
 change no state on a refused request, and keep serving the clients it already has. The wire
 schema in `gcl.protocol` is the spec: a payload it rejects must be refused as `invalid_request`
 naming the first offending field (at most 200 characters of it); any JSON object whose `v` is
-an integer other than 1 as `unsupported_version`, before its other fields are judged, so a
-newer client hears "upgrade", not "unknown field".
+an integer outside the versions it serves (2 and 3) as `unsupported_version`, before its other
+fields are judged, so a newer client hears "upgrade", not "unknown field".
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 from gcl.coordinator.nats_server import NatsServer
 from gcl.coordinator.service import Coordinator
 from gcl.protocol import (
+    MIN_PROTOCOL_VERSION,
     OPERATIONS,
     PROTOCOL_VERSION,
     RENEW,
@@ -148,9 +149,13 @@ def expected(op: str, data: bytes) -> tuple[str | None, str | None]:
         if first["type"] == "json_invalid":
             return "invalid_request", None
         return "invalid_request", ".".join(str(part) for part in first["loc"])[:200] or None
-    if request.v != PROTOCOL_VERSION:
+    if not _served(request.v):
         return "unsupported_version", "v"
     return None, None
+
+
+def _served(version: int) -> bool:
+    return MIN_PROTOCOL_VERSION <= version <= PROTOCOL_VERSION
 
 
 def _foreign_version(data: bytes) -> bool:
@@ -158,9 +163,7 @@ def _foreign_version(data: bytes) -> bool:
         version = json.loads(data).get("v", PROTOCOL_VERSION)
     except (ValueError, AttributeError, RecursionError):
         return False
-    return (
-        isinstance(version, int) and not isinstance(version, bool) and version != PROTOCOL_VERSION
-    )
+    return isinstance(version, int) and not isinstance(version, bool) and not _served(version)
 
 
 def oracle_case(op: str, data: bytes) -> Case:
@@ -192,6 +195,7 @@ def bases(leases: list[Lease], waiter_request_id: str) -> dict[str, dict[str, An
         "release": {"lease_id": lease_id, "secret": HOSTILE_SECRET},
         "wait.keepalive": {"request_id": waiter_request_id, "secret": HOSTILE_SECRET},
         "wait.withdraw": {"request_id": waiter_request_id, "secret": HOSTILE_SECRET},
+        "wait.inspect": {"request_id": waiter_request_id, "secret": HOSTILE_SECRET},
         "admin.limit.create": {"name": "hostile:new", "limit": 1},
         "admin.limit.get": {"name": "before:a"},
         "admin.limit.list": {"pattern": "*"},
@@ -228,7 +232,7 @@ def version_cases(op: str, base: dict[str, Any]) -> list[Case]:
     """Another protocol version is refused before it acts, even when aimed at real state."""
     cases = [
         stated(op, dumps({**base, "v": v}), "unsupported_version", "v")
-        for v in (0, PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, -1, 99, 10**30)
+        for v in (0, MIN_PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, -1, 99, 10**30)
     ]
     for v in ("two", None, 1.5, [], {}, 1e308, float("nan"), float("inf")):
         cases.append(stated(op, dumps({**base, "v": v}), "invalid_request", "v"))

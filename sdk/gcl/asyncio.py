@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from gcl.sdk.client import AsyncClient, Names
 from gcl.sdk.identity import holder_label
 from gcl.sdk.leases import Lease
+from gcl.sdk.waiting import OnWait
 
 __all__ = ["concurrency", "get_client", "rate_limit"]
 
@@ -50,6 +51,7 @@ async def concurrency(
     lease_ttl: float | None = None,
     label: str | None = None,
     cancel_on_lost: bool = False,
+    on_wait: OnWait | None = None,
 ) -> AsyncIterator[Lease]:
     """Hold `occupy` slots on every limit in `names` (atomically) for the block.
 
@@ -60,7 +62,8 @@ async def concurrency(
     `holder` (Prefect's `ConcurrencyLeaseHolder`, a `{"type", "id"}` mapping or a string) is
     shown on the lease. Empty `names` holds nothing. gcl's own: `lease_ttl` (same as
     `lease_duration`), `label` (shown on the lease), `cancel_on_lost` (cancel the block at once
-    if the lease is lost).
+    if the lease is lost), `on_wait` (called with a `gcl.sdk.waiting.Waiting` while it waits:
+    its place in line, who holds the slots, an estimate).
     """
     del max_retries
     ttl = lease_ttl if lease_ttl is not None else lease_duration
@@ -72,6 +75,7 @@ async def concurrency(
         lease_ttl=ttl,
         label=holder_label(label, holder),
         cancel_on_lost=cancel_on_lost,
+        on_wait=on_wait,
     ) as lease:
         yield lease
 
@@ -83,11 +87,14 @@ async def rate_limit(
     strict: bool = False,
     *,
     label: str | None = None,
+    on_wait: OnWait | None = None,
 ) -> None:
     """Wait for room under the limits' decay rate, then take `occupy` slots that drain away.
 
     Prefect's signature; empty `names` returns at once."""
-    await get_client().rate_limit(names, occupy, timeout_seconds, strict=strict, label=label)
+    await get_client().rate_limit(
+        names, occupy, timeout_seconds, strict=strict, label=label, on_wait=on_wait
+    )
 
 
 os.register_at_fork(after_in_child=_clients.clear)

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from gcl.sdk.client import Client, Names
 from gcl.sdk.identity import holder_label
 from gcl.sdk.leases import Lease
+from gcl.sdk.waiting import OnWait
 
 __all__ = ["close", "concurrency", "get_client", "rate_limit"]
 
@@ -47,10 +48,12 @@ def concurrency(
     *,
     lease_ttl: float | None = None,
     label: str | None = None,
+    on_wait: OnWait | None = None,
 ) -> Iterator[Lease]:
     """Hold `occupy` slots on every limit in `names` (atomically) for the block.
 
-    The parameters mean what they mean in `gcl.asyncio.concurrency` (and in Prefect).
+    The parameters mean what they mean in `gcl.asyncio.concurrency` (and in Prefect);
+    `on_wait` is called from the client's own thread.
     """
     del max_retries
     ttl = lease_ttl if lease_ttl is not None else lease_duration
@@ -61,6 +64,7 @@ def concurrency(
         strict=strict,
         lease_ttl=ttl,
         label=holder_label(label, holder),
+        on_wait=on_wait,
     ) as lease:
         yield lease
 
@@ -72,9 +76,12 @@ def rate_limit(
     strict: bool = False,
     *,
     label: str | None = None,
+    on_wait: OnWait | None = None,
 ) -> None:
     """Wait for room under the limits' decay rate, then take `occupy` slots that drain away."""
-    get_client().rate_limit(names, occupy, timeout_seconds, strict=strict, label=label)
+    get_client().rate_limit(
+        names, occupy, timeout_seconds, strict=strict, label=label, on_wait=on_wait
+    )
 
 
 def close() -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from gcl.coordinator.leases import Lease
 from gcl.coordinator.limits import Limit
-from gcl.protocol import Event, WaitNotice
+from gcl.protocol import Event, LostNotice, WaitNotice
 
 
 @dataclass
@@ -19,7 +19,7 @@ class Changes:
     leases_added: dict[str, Lease] = field(default_factory=dict)
     leases_removed: set[str] = field(default_factory=set)
     events: list[Event] = field(default_factory=list)
-    notices: list[tuple[str, WaitNotice]] = field(default_factory=list)
+    notices: list[tuple[str, WaitNotice | LostNotice]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return self.durable or bool(self.events or self.notices)

@@ -32,6 +32,7 @@ from gcl.protocol import (
     LimitDetail,
     LimitInfo,
     LimitUpdate,
+    LostNotice,
     ReleaseResult,
     RenewResult,
     WaitNotice,
@@ -259,6 +260,8 @@ class Engine:
             expires_at=now + request.lease_ttl,
             fencing_tokens=tokens,
             secret_hash=secret_digest(request.secret),
+            notify=request.notify if request.v >= 3 else None,  # v2 clients know no LostNotice
+            long_lived=request.long_lived,
         )
         if request.mode == "rate":
             self._spend_rate(lease, now)
@@ -294,7 +297,7 @@ class Engine:
             if limit is not None and lease.lease_id in limit.lease_ids:
                 limit.lease_ids.discard(lease.lease_id)
                 limit.held -= lease.occupy
-                limit.record_hold(now - lease.granted_mono)
+                limit.record_hold(now - lease.granted_mono, recent=not lease.long_lived)
                 self._dirty(limit)
         self.changes.remove_lease(lease.lease_id)
 
@@ -357,6 +360,13 @@ class Engine:
 
     def renew(self, lease_id: str, secret: str) -> RenewResult:
         lease = self._owned(lease_id, secret)
+        if lease.long_lived:
+            raise Refusal(
+                "invalid_request",
+                f"lease {lease_id} is long-lived: it is not renewed, and ends at release, revoke "
+                "or its ttl; to hold longer, acquire a new one with a longer ttl",
+                "lease_id",
+            )
         lease.renew(self.clock.now())
         heapq.heappush(self._expiries, (lease.expires_at, lease.lease_id))
         return RenewResult(lease_id=lease_id, expires_in=lease.ttl)
@@ -400,7 +410,22 @@ class Engine:
         self._ended[lease.lease_id] = (kind, reason)
         _trim(self._ended)
         self._emit(kind, lease.names, lease=lease, reason=reason)
+        self._tell_lost(lease, kind, reason)
         self._pump(lease.names)
+
+    def _tell_lost(self, lease: Lease, kind: EventKind, reason: str) -> None:
+        """A lease ended without its holder asking: push it a notice now, not at its next
+        renewal (which stays the safety net)."""
+        if lease.notify and kind in ("lease.expired", "lease.revoked"):
+            notice = LostNotice(
+                request_id=lease.request_id,
+                lease_id=lease.lease_id,
+                names=list(lease.names),
+                kind=kind,
+                reason=reason,
+                message=f"lease {lease.lease_id} is gone: {kind[6:]} ({reason})",
+            )
+            self.changes.notices.append((lease.notify, notice))
 
     # --- waiting ----------------------------------------------------------------------------
 
@@ -648,11 +673,15 @@ class Engine:
                 orphans.append(lease.lease_id)
                 continue
             lease.granted_mono = now
-            lease.expires_at = now + lease.ttl
+            lease.expires_at = now + (self._left(lease) if lease.long_lived else lease.ttl)
             self._attach(lease)
         self.changes = Changes()
         for lease_id in orphans:
             self.changes.remove_lease(lease_id)
+
+    def _left(self, lease: Lease) -> float:
+        """What remains of a lease nobody renews: a fresh ttl would stretch it at each restart."""
+        return max(0.0, lease.wall_expiry() - self.clock.wall())
 
     # --- bookkeeping ------------------------------------------------------------------------
 
@@ -685,6 +714,7 @@ class Engine:
                 holder=lease.holder if lease else holder,
                 occupy=lease.occupy if lease else None,
                 reason=reason,
+                long_lived=True if lease and lease.long_lived else None,
                 limits=limits,
             )
         )
@@ -712,6 +742,7 @@ def _same_request(lease: Lease, request: AcquireRequest) -> bool:
         and lease.occupy == request.occupy
         and lease.mode == request.mode
         and lease.ttl == request.lease_ttl
+        and lease.long_lived == request.long_lived
         and set(lease.names) <= set(request.names)
     )
 

@@ -28,6 +28,8 @@ class Lease:
     expires_at: float
     fencing_tokens: dict[str, int]
     secret_hash: str = field(default="", repr=False)
+    notify: str | None = None  # the acquire's inbox (v3): told at once if the lease is lost
+    long_lived: bool = False  # not renewed: ends at release, revoke, or its (long) ttl
 
     def owned_by(self, secret: str) -> bool:
         """True when `secret` is the one this lease was granted with."""
@@ -50,4 +52,9 @@ class Lease:
             granted_at=self.granted_at,
             expires_in=round(max(0.0, self.expires_at - now), 6),
             fencing_tokens=dict(self.fencing_tokens),
+            long_lived=self.long_lived,
         )
+
+    def wall_expiry(self) -> float:
+        """When a lease nobody renews ends, in Unix seconds: its grant plus its ttl."""
+        return self.granted_at + self.ttl

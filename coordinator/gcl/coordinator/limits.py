@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from gcl.protocol import LimitInfo
 
 EPSILON = 1e-9
+RECENT_WEIGHT = 0.2  # each ended hold's share of the recent mean (an exponential average)
 
 
 @dataclass(slots=True)
@@ -29,6 +30,7 @@ class Limit:
     is_template: bool = False
     held: int = 0
     lease_ids: set[str] = field(default_factory=set)
+    recent_hold_seconds: float = 0.0  # in memory only: after a restart the mean stands in
 
     def snapshot(self) -> Limit:
         """A copy to commit: the live object keeps changing while the commit waits its turn."""
@@ -60,9 +62,23 @@ class Limit:
         excess = self.level(now) - need
         return now + max(0.0, excess) / self.slot_decay_per_second
 
-    def record_hold(self, seconds: float) -> None:
-        self.hold_seconds_total += max(0.0, seconds)
+    def record_hold(self, seconds: float, *, recent: bool = True) -> None:
+        """Count an ended hold; `recent=False` keeps an outlier (a script's day-long lease)
+        out of the recent mean that waiters' estimates use."""
+        seconds = max(0.0, seconds)
+        self.hold_seconds_total += seconds
         self.hold_count += 1
+        if recent:
+            last = self.recent_hold_seconds
+            self.recent_hold_seconds = (
+                seconds if not last else last + RECENT_WEIGHT * (seconds - last)
+            )
+
+    def typical_hold(self) -> float:
+        """How long a lease holds this limit lately: the recent mean, else the mean of all."""
+        if self.recent_hold_seconds:
+            return self.recent_hold_seconds
+        return self.hold_seconds_total / self.hold_count if self.hold_count else 0.0
 
     def info(self, now: float, waiters: int) -> LimitInfo:
         avg = self.hold_seconds_total / self.hold_count if self.hold_count else 0.0

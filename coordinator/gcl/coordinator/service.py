@@ -29,10 +29,12 @@ from gcl.coordinator.clock import Clock, SystemClock
 from gcl.coordinator.engine import Engine
 from gcl.coordinator.errors import Refusal
 from gcl.coordinator.event_stream import ensure_stream
+from gcl.coordinator.explain import wait_detail
 from gcl.coordinator.metrics import MetricsEndpoint, start_metrics
 from gcl.coordinator.settings import CoordinatorSettings
 from gcl.coordinator.store import Store, safe_url
 from gcl.protocol import (
+    MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
     AcquireRequest,
     Deleted,
@@ -41,6 +43,7 @@ from gcl.protocol import (
     LeaseList,
     LeaseRef,
     LimitList,
+    LostNotice,
     Message,
     Pong,
     Reply,
@@ -100,6 +103,7 @@ class Coordinator:
             ops.RELEASE: lambda r: e.release(r.lease_id, r.secret),
             ops.WAIT_KEEPALIVE: lambda r: e.keepalive(r.request_id, r.secret),
             ops.WAIT_WITHDRAW: lambda r: e.withdraw(r.request_id, r.secret, r.reason),
+            ops.WAIT_INSPECT: lambda r: wait_detail(e, r.request_id, r.secret),
             ops.LIMIT_CREATE: e.create_limit,
             ops.LIMIT_GET: lambda r: e.detail(r.name),
             ops.LIMIT_LIST: lambda r: LimitList(limits=e.list_limits(r.pattern)),
@@ -230,8 +234,7 @@ class Coordinator:
                 _check_notify(request.notify, reply_to)
             reply = _ok(handler(request))
             if actor is not None:
-                for event in self.engine.changes.events:
-                    event.actor = actor
+                _stamp(self.engine.changes, actor)
             if len(reply) > self._max_reply:
                 return _error(
                     "invalid_request",
@@ -388,13 +391,23 @@ def _check_version(data: bytes) -> None:
 
 
 def _check_version_number(version: int) -> None:
-    if version != PROTOCOL_VERSION:
+    if not MIN_PROTOCOL_VERSION <= version <= PROTOCOL_VERSION:
         raise Refusal(
             "unsupported_version",
             f"protocol v{str(version)[:20]} is not supported: this coordinator speaks "
-            f"v{PROTOCOL_VERSION}; upgrade the older side",
+            f"v{MIN_PROTOCOL_VERSION} to v{PROTOCOL_VERSION}; upgrade the older side",
             "v",
         )
+
+
+def _stamp(changes: Changes, actor: str) -> None:
+    """Name the operator behind an admin request on the events and loss notices it caused."""
+    for event in changes.events:
+        event.actor = actor
+    changes.notices[:] = [
+        (inbox, n.model_copy(update={"actor": actor}) if isinstance(n, LostNotice) else n)
+        for inbox, n in changes.notices
+    ]
 
 
 def _invalid(exc: ValidationError) -> Refusal:

@@ -29,7 +29,7 @@ from gcl.sdk.exceptions import GCLError
 
 log = logging.getLogger("gcl.coordinator.store")
 
-SCHEMA_VERSION = 2  # 2: gcl_leases.secret_hash
+SCHEMA_VERSION = 3  # 2: gcl_leases.secret_hash; 3: gcl_leases.notify, long_lived
 _ADVISORY_LOCK_KEY = 0x6763_6C00  # "gcl\0": one coordinator per PostgreSQL database
 
 
@@ -71,6 +71,8 @@ class LeaseRow(SQLModel, table=True):
     granted_at: float
     fencing_tokens: dict[str, int] = Field(sa_column=Column(JSON, nullable=False))
     secret_hash: str = Field(default="", max_length=64)
+    notify: str = Field(default="", max_length=255)
+    long_lived: bool = False
 
 
 class MetaRow(SQLModel, table=True):
@@ -304,6 +306,8 @@ def lease_row(lease: Lease) -> dict[str, Any]:
         "granted_at": lease.granted_at,
         "fencing_tokens": dict(lease.fencing_tokens),
         "secret_hash": lease.secret_hash,
+        "notify": lease.notify or "",
+        "long_lived": lease.long_lived,
     }
 
 
@@ -370,6 +374,8 @@ def _lease(row: Any, holders: dict[str, Holder]) -> Lease:
         expires_at=0.0,
         fencing_tokens={k: int(v) for k, v in row["fencing_tokens"].items()},
         secret_hash=row["secret_hash"] or "",
+        notify=row["notify"] or None,
+        long_lived=bool(row["long_lived"]),
     )
 
 
@@ -379,6 +385,10 @@ def _migrate(conn: Connection, found: int) -> None:
         # Leases granted before secrets existed keep an empty hash: nobody can renew them, so
         # they run out within one TTL of the upgrade (their v1 holders are refused anyway).
         conn.execute(text("ALTER TABLE gcl_leases ADD COLUMN secret_hash VARCHAR(64) DEFAULT ''"))
+    if found < 3:
+        # Where a lease's holder is told of its loss, and whether it is renewed at all.
+        conn.execute(text("ALTER TABLE gcl_leases ADD COLUMN notify VARCHAR(255) DEFAULT ''"))
+        conn.execute(text("ALTER TABLE gcl_leases ADD COLUMN long_lived BOOLEAN DEFAULT FALSE"))
     conn.execute(
         _table(MetaRow).update().where(_table(MetaRow).c.key == "schema"),
         {"value": str(SCHEMA_VERSION)},

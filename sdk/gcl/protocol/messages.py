@@ -11,14 +11,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+)
 
 from gcl.protocol.names import validate_name
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
+MIN_PROTOCOL_VERSION = 2  # the oldest request version a coordinator still serves
 DEFAULT_PREFIX = "gcl"
 MIN_LEASE_TTL = 1.0
-MAX_LEASE_TTL = 86_400.0
+MAX_LEASE_TTL = 86_400.0  # a renewed lease; above it only with `long_lived: true`
+MAX_LONG_LIVED_TTL = 10 * 365 * 86_400.0  # a lease nobody renews (`gcl acquire --ttl 30d`)
+MAX_HOLDINGS_SHOWN = 10  # holders per limit in a `wait.inspect` answer
 DEFAULT_LEASE_TTL = 30.0
 MAX_NAMES = 32
 MAX_OCCUPY = 1_000_000
@@ -114,6 +126,15 @@ class LeaseInfo(Part):
     granted_at: float
     expires_in: float
     fencing_tokens: dict[str, int]
+    long_lived: bool = False  # v3: not renewed, its ttl may exceed a day
+
+    @model_serializer(mode="wrap")
+    def _v2_shape(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`long_lived` is written only when true, so v2 clients still read every other lease."""
+        data: dict[str, Any] = handler(self)
+        if not self.long_lived:
+            data.pop("long_lived", None)
+        return data
 
 
 class WaiterInfo(Part):
@@ -156,7 +177,9 @@ class AcquireRequest(Message):
     `secret` proves ownership later: the lease it gets is renewed, released (and the wait kept
     alive or withdrawn) only by whoever presents it. `notify` must lie under the requester's
     own inbox prefix (the reply subject's), so nobody can aim the coordinator at another
-    subject.
+    subject. From v3 the coordinator also pushes a `LostNotice` there if the lease ends
+    without its holder asking. `long_lived` (v3) asks for a lease nobody renews, for scripts:
+    only then may `lease_ttl` exceed a day.
     """
 
     request_id: Token
@@ -164,13 +187,24 @@ class AcquireRequest(Message):
     names: list[LimitName] = Field(min_length=1, max_length=MAX_NAMES)
     occupy: int = Field(default=1, ge=1, le=MAX_OCCUPY)
     mode: Mode = "concurrency"
+    long_lived: bool = False  # before lease_ttl: its check reads this
     lease_ttl: float = Field(
-        default=DEFAULT_LEASE_TTL, ge=MIN_LEASE_TTL, le=MAX_LEASE_TTL, allow_inf_nan=False
+        default=DEFAULT_LEASE_TTL, ge=MIN_LEASE_TTL, le=MAX_LONG_LIVED_TTL, allow_inf_nan=False
     )
     wait: bool = True
     strict: bool = False
     holder: Holder = Holder()
     notify: str | None = Field(default=None, max_length=255, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _long_ttl_is_asked_for(cls, ttl: float, info: ValidationInfo) -> float:
+        if ttl > MAX_LEASE_TTL and not info.data.get("long_lived"):
+            raise ValueError(
+                f"a lease_ttl above {MAX_LEASE_TTL:g}s needs long_lived: true (a lease that is "
+                "not renewed, such as `gcl acquire --ttl 30d`): renewed leases take at most a day"
+            )
+        return ttl
 
 
 class AcquireResult(Part):
@@ -195,8 +229,26 @@ class WaitNotice(Part):
     error_message: str | None = None
 
 
+class LostNotice(Part):
+    """Pushed (v3) to the `notify` inbox of a lease's acquire when the lease ends without its
+    holder asking: revoked by an operator, its limit deleted, expired. Renewal stays the safety
+    net (a notice can be lost); `actor` is the NATS user behind an operator's action."""
+
+    status: Literal["lost"] = "lost"
+    request_id: str
+    lease_id: str
+    names: list[str]
+    kind: Literal["lease.expired", "lease.revoked"]
+    reason: str
+    actor: str | None = None
+    message: str
+
+
+Notice = Annotated[WaitNotice | LostNotice, Field(discriminator="status")]
+
+
 class RequestRef(Message):
-    """Names one's own queued request (keepalive), with the secret it was made with."""
+    """Names one's own queued request (keepalive, inspect), with the secret it was made with."""
 
     request_id: Token
     secret: Secret
@@ -216,6 +268,40 @@ class WaitStatus(Part):
     status: Literal["queued", "granted", "withdrawn", "released", "unknown"]
     request_id: str
     lease: LeaseInfo | None = None
+
+
+class Holding(Part):
+    """A lease on a limit someone waits for, as that waiter may see it: who and for how long,
+    never ids or fencing tokens."""
+
+    holder: Holder
+    occupy: int
+    held_seconds: float
+    long_lived: bool = False
+
+
+class Standing(Part):
+    """Where a waiting request stands on one of its limits, and who holds that limit now."""
+
+    name: str
+    position: int  # 0-based place in this limit's queue
+    waiters: int  # the queue's length
+    limit: int
+    occupied: float
+    active: bool
+    avg_hold_seconds: float  # recent mean hold of its leases; 0 until one has ended
+    leases: int  # live leases: more than `holders` lists when above MAX_HOLDINGS_SHOWN
+    holders: list[Holding]  # the longest held first
+
+
+class WaitDetail(Part):
+    """Answer to `wait.inspect` (v3): why a request still waits, fresh from the coordinator."""
+
+    status: Literal["queued", "granted", "unknown"]
+    request_id: str
+    occupy: int = 0
+    waited_seconds: float = 0.0
+    standings: list[Standing] = []
 
 
 class LeaseRef(Message):
@@ -347,4 +433,5 @@ class Event(BaseModel):
     occupy: int | None = None
     reason: str | None = None
     actor: str | None = None  # who asked for an admin change: the NATS user it came from
+    long_lived: bool | None = None  # v3: true on events of a lease that is not renewed
     limits: list[LimitInfo] = []

@@ -34,6 +34,7 @@ from gcl.protocol.messages import (
     RenewResult,
     RequestRef,
     Revoked,
+    WaitDetail,
     WaitStatus,
     Withdraw,
 )
@@ -57,6 +58,7 @@ RENEW = Operation("renew", HeldLease, RenewResult)
 RELEASE = Operation("release", HeldLease, ReleaseResult)
 WAIT_KEEPALIVE = Operation("wait.keepalive", RequestRef, WaitStatus)
 WAIT_WITHDRAW = Operation("wait.withdraw", Withdraw, WaitStatus)
+WAIT_INSPECT = Operation("wait.inspect", RequestRef, WaitDetail)  # v3: why it still waits
 LIMIT_CREATE = Operation("admin.limit.create", LimitCreate, LimitInfo, admin=True)
 LIMIT_GET = Operation("admin.limit.get", LimitRef, LimitDetail, admin=True)
 LIMIT_LIST = Operation("admin.limit.list", LimitListRequest, LimitList, admin=True)
@@ -72,6 +74,7 @@ OPERATIONS: tuple[Operation[Any, Any], ...] = (
     RELEASE,
     WAIT_KEEPALIVE,
     WAIT_WITHDRAW,
+    WAIT_INSPECT,
     LIMIT_CREATE,
     LIMIT_GET,
     LIMIT_LIST,

@@ -26,6 +26,7 @@ from gcl.sdk.exceptions import (
 from gcl.sdk.identity import per_worker, worker_id
 from gcl.sdk.leases import Lease
 from gcl.sdk.settings import ClientSettings, NatsSettings
+from gcl.sdk.waiting import Waiting
 
 __all__ = [
     "AcquireTimeout",
@@ -52,6 +53,7 @@ __all__ = [
     "PermissionDenied",
     "RequestError",
     "WaiterInfo",
+    "Waiting",
     "events",
     "iter_events",
     "per_worker",

@@ -3,7 +3,12 @@
 Waiting is push, not poll: a queued request is told of its grant on a private inbox the moment
 the coordinator admits it. While it waits it sends a keepalive every few seconds, which tells
 the coordinator it is still alive and tells the client if the coordinator restarted (then it
-simply asks again: requests are idempotent by `request_id`).
+simply asks again: requests are idempotent by `request_id`). After a second of waiting, and
+every ten seconds after, it asks the coordinator why it waits and says so (`gcl.sdk.waiting`).
+
+Loss is pushed too: if a lease ends without its holder asking (revoked, its limit deleted,
+expired), the coordinator tells the same inbox at once, and the lease is marked lost (and its
+block cancelled, with `cancel_on_lost`) without waiting for the next renewal.
 """
 
 from __future__ import annotations
@@ -11,26 +16,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Literal
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from pydantic import TypeAdapter
 
 from gcl.protocol import (
     ACQUIRE,
     MAX_NAMES,
     RELEASE,
+    WAIT_INSPECT,
     WAIT_KEEPALIVE,
     WAIT_WITHDRAW,
     AcquireRequest,
     AcquireResult,
     HeldLease,
+    LostNotice,
     Mode,
+    Notice,
     RequestRef,
     WaitNotice,
     WaitStatus,
@@ -40,6 +51,7 @@ from gcl.protocol.names import name_problem
 from gcl.sdk.exceptions import (
     AcquireTimeout,
     CoordinatorUnavailable,
+    GCLError,
     InvalidRequest,
     LeaseLost,
     LeaseNotFound,
@@ -51,10 +63,13 @@ from gcl.sdk.loop_thread import LoopThread
 from gcl.sdk.renewer import renewer_for
 from gcl.sdk.settings import ClientSettings
 from gcl.sdk.transport import Rpc, connect
+from gcl.sdk.waiting import OnWait, Waiting
 
 log = logging.getLogger("gcl.sdk")
 Names = str | Sequence[str]
+OnLost = Callable[[Lease], None]
 _warned_missing: set[str] = set()
+_NOTICE: TypeAdapter[WaitNotice | LostNotice] = TypeAdapter(Notice)
 
 
 class AsyncClient:
@@ -78,6 +93,8 @@ class AsyncClient:
         self._inbox: str | None = None
         self._sub: Subscription | None = None
         self._waiting: dict[str, asyncio.Future[WaitNotice]] = {}
+        self._leases: weakref.WeakValueDictionary[str, Lease] = weakref.WeakValueDictionary()
+        self._lost_hooks: dict[str, OnLost] = {}
         self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> AsyncClient:
@@ -108,13 +125,34 @@ class AsyncClient:
 
     async def _on_notice(self, msg: Msg) -> None:
         try:
-            notice = WaitNotice.model_validate_json(msg.data)
+            notice = _NOTICE.validate_json(msg.data)
         except ValueError:
             log.warning("ignored an unreadable notice on %s", msg.subject)
+            return
+        if isinstance(notice, LostNotice):
+            self._told_lost(notice)
             return
         future = self._waiting.get(notice.request_id)
         if future is not None and not future.done():
             future.set_result(notice)
+
+    def _told_lost(self, notice: LostNotice) -> None:
+        """The coordinator says a lease of ours ended: mark it, log it, fire its block's hook."""
+        lease = self._leases.get(notice.lease_id)
+        by = f" (by {notice.actor})" if notice.actor else ""
+        reason = f"{notice.kind[6:]}: {notice.reason}{by}"
+        if lease is None or not lease.mark_lost(reason, notice.actor):
+            return  # already released by us, or already known to be lost
+        log.error(
+            "lease %s on %s was lost: %s. The block no longer owns the slots; LeaseLost is "
+            "raised when it exits",
+            lease.lease_id,
+            lease.names,
+            lease.lost_reason,
+        )
+        hook = self._lost_hooks.get(notice.lease_id)
+        if hook is not None:
+            hook(lease)
 
     # --- the public faces -------------------------------------------------------------------
 
@@ -129,18 +167,28 @@ class AsyncClient:
         lease_ttl: float | None = None,
         label: str | None = None,
         cancel_on_lost: bool = False,
+        on_lost: OnLost | None = None,
+        on_wait: OnWait | None = None,
     ) -> AsyncIterator[Lease]:
         """Hold `occupy` slots of every limit in `names` for the block; renewed in the background.
 
-        If the lease is lost while the block runs, `LeaseLost` is raised when it exits; with
-        `cancel_on_lost=True` the block is also cancelled at once. No names: nothing to hold,
-        the block simply runs (as in Prefect).
+        If the lease is lost while the block runs (the coordinator pushes the news at once;
+        renewal is the safety net), `LeaseLost` is raised when it exits; with
+        `cancel_on_lost=True` the block is also cancelled at once, and `on_lost(lease)` is
+        called on this event loop. `on_wait(waiting)` hears why the acquire waits (see
+        `acquire`). No names: nothing to hold, the block simply runs (as in Prefect).
         """
         if not _listed(names):
             yield Lease(None, [], [])
             return
         lease = await self.acquire(
-            names, occupy, timeout_seconds, strict=strict, lease_ttl=lease_ttl, label=label
+            names,
+            occupy,
+            timeout_seconds,
+            strict=strict,
+            lease_ttl=lease_ttl,
+            label=label,
+            on_wait=on_wait,
         )
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
@@ -150,12 +198,18 @@ class AsyncClient:
             if inside and task is not None:  # never cancel what the task does after the block
                 task.cancel()
 
-        def on_lost(_: Lease) -> None:
+        def lost(_: Lease) -> None:  # from this loop (a notice) or the renewer's thread
             if cancel_on_lost:
                 loop.call_soon_threadsafe(cancel_if_inside)
+            if on_lost is not None:
+                loop.call_soon_threadsafe(on_lost, lease)
 
         renewer = renewer_for(self.settings)
-        renewer.track(lease, on_lost)
+        renewer.track(lease, lost)
+        key = lease.lease_id or ""
+        self._lost_hooks[key] = lost
+        if lease.lost:  # told before the hook was in place
+            lost(lease)
         try:
             yield lease
         except asyncio.CancelledError:
@@ -165,6 +219,7 @@ class AsyncClient:
             raise
         finally:
             inside = False
+            self._lost_hooks.pop(key, None)
             renewer.untrack(lease)
             await asyncio.shield(self.release(lease))
         if lease.lost:
@@ -178,13 +233,20 @@ class AsyncClient:
         *,
         strict: bool = False,
         label: str | None = None,
+        on_wait: OnWait | None = None,
     ) -> None:
         """Take `occupy` slots that drain at the limit's `slot_decay_per_second`: a rate.
 
         No names: returns at once (as in Prefect)."""
         if _listed(names):
             await self.acquire(
-                names, occupy, timeout_seconds, strict=strict, label=label, mode="rate"
+                names,
+                occupy,
+                timeout_seconds,
+                strict=strict,
+                label=label,
+                mode="rate",
+                on_wait=on_wait,
             )
 
     async def acquire(
@@ -197,12 +259,23 @@ class AsyncClient:
         lease_ttl: float | None = None,
         label: str | None = None,
         mode: Mode = "concurrency",
+        long_lived: bool = False,
+        on_wait: OnWait | None = None,
     ) -> Lease:
-        """Block until granted. Prefer `concurrency()`, which also renews and releases."""
+        """Block until granted. Prefer `concurrency()`, which also renews and releases.
+
+        While it waits it logs why (after `wait_report_after`, then every `wait_report_every`
+        seconds): its place in each queue, who holds the slots and for how long, and a rough
+        estimate; `on_wait(waiting)` receives the same facts (`gcl.sdk.waiting.Waiting`), and
+        `AcquireTimeout.waiting` the last of them. `long_lived=True` asks for a lease that is
+        not renewed, whose `lease_ttl` may exceed a day (see `gcl acquire`).
+        """
         listed = _listed(names)
         _check_input(listed, occupy, timeout_seconds)  # before any network
         rpc = await self._ready()  # first: the request names our inbox for the grant notice
-        request = self._request(listed, occupy, timeout_seconds, strict, lease_ttl, label, mode)
+        request = self._request(
+            listed, occupy, timeout_seconds, strict, lease_ttl, label, mode, long_lived
+        )
         deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
         future: asyncio.Future[WaitNotice] = asyncio.get_running_loop().create_future()
         self._waiting[request.request_id] = future
@@ -210,7 +283,9 @@ class AsyncClient:
             result = await self._ask(rpc, request, deadline)
             if result.status == "granted":
                 return self._granted(request, result.lease, result.missing)
-            return await self._wait(rpc, request, future, deadline, result.keepalive_seconds)
+            return await self._wait(
+                rpc, request, future, deadline, result.keepalive_seconds, on_wait
+            )
         except (AcquireTimeout, asyncio.CancelledError, KeyboardInterrupt) as exc:
             reason = "timeout" if isinstance(exc, AcquireTimeout) else "cancelled"
             await asyncio.shield(self._withdraw(rpc, request, reason))
@@ -227,6 +302,7 @@ class AsyncClient:
         lease_ttl: float | None,
         label: str | None,
         mode: Mode,
+        long_lived: bool = False,
     ) -> AcquireRequest:
         """The wire request; the model's own checks are the last line of defence."""
         try:
@@ -236,6 +312,7 @@ class AsyncClient:
                 names=names,
                 occupy=occupy,
                 mode=mode,
+                long_lived=long_lived,
                 lease_ttl=lease_ttl if lease_ttl is not None else self.settings.lease_ttl,
                 wait=timeout_seconds != 0,
                 strict=strict,
@@ -277,20 +354,32 @@ class AsyncClient:
         future: asyncio.Future[WaitNotice],
         deadline: float | None,
         keepalive: float,
+        on_wait: OnWait | None = None,
     ) -> Lease:
         started = time.monotonic()
         log.info("waiting for %s slot(s) on %s", request.occupy, ", ".join(request.names))
+        every = keepalive or 2.0
+        next_keepalive = started + every
+        next_report = started + self.settings.wait_report_after
         silent_since: float | None = None
+        last: Waiting | None = None
         while True:
-            wait = keepalive or 2.0
-            if deadline is not None:
-                wait = min(wait, deadline - time.monotonic())
-                if wait <= 0:
-                    raise AcquireTimeout(_timeout_message(request, started))
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                last = await self._inspect(rpc, request) or last  # the facts as it gives up
+                raise AcquireTimeout(_timeout_message(request, started, last), waiting=last)
+            until = min(next_keepalive, next_report, math.inf if deadline is None else deadline)
             with contextlib.suppress(TimeoutError):
-                notice = await asyncio.wait_for(asyncio.shield(future), wait)
+                notice = await asyncio.wait_for(asyncio.shield(future), max(0.0, until - now))
                 return self._noticed(request, notice, started)
+            now = time.monotonic()
+            if now >= next_report:
+                last = await self._report(rpc, request, on_wait) or last
+                next_report = time.monotonic() + self.settings.wait_report_every
+            if now < next_keepalive:
+                continue
             status = await self._keepalive(rpc, request)
+            next_keepalive = time.monotonic() + every
             if status is None:
                 silent_since = silent_since or time.monotonic()
                 if time.monotonic() - silent_since > self.settings.unavailable_timeout:
@@ -299,6 +388,33 @@ class AsyncClient:
             silent_since = None
             if status.status == "granted":
                 return self._granted(request, status.lease, [], started)
+
+    async def _inspect(self, rpc: Rpc, request: AcquireRequest) -> Waiting | None:
+        """Ask the coordinator why this request still waits; None if it cannot say now."""
+        ref = RequestRef(request_id=request.request_id, secret=request.secret)
+        try:
+            detail = await rpc.call(
+                WAIT_INSPECT, ref, timeout=min(self.settings.request_timeout, 2)
+            )
+        except GCLError as exc:  # unreachable, or a NATS role that predates wait.inspect
+            log.debug("could not ask why %s waits: %s", request.request_id, exc)
+            return None
+        return Waiting.from_detail(detail, request.names) if detail.status == "queued" else None
+
+    async def _report(
+        self, rpc: Rpc, request: AcquireRequest, on_wait: OnWait | None
+    ) -> Waiting | None:
+        """Say why we wait: a log line, and the caller's `on_wait` if it gave one."""
+        waiting = await self._inspect(rpc, request)
+        if waiting is None:
+            return None
+        log.info("%s", waiting)
+        if on_wait is not None:
+            try:
+                on_wait(waiting)
+            except Exception:
+                log.exception("the on_wait callback failed (the wait goes on)")
+        return waiting
 
     async def _keepalive(self, rpc: Rpc, request: AcquireRequest) -> WaitStatus | None:
         """Say we still wait; re-ask if the coordinator forgot us (it restarted). None: silent."""
@@ -339,7 +455,10 @@ class AsyncClient:
                 time.monotonic() - started,
             )
         names = [n for n in dict.fromkeys(request.names) if n not in missing]
-        return Lease(info, names, missing, request.secret)
+        lease = Lease(info, names, missing, request.secret)
+        if info is not None and info.mode == "concurrency":
+            self._leases[info.lease_id] = lease  # a pushed LostNotice finds it here
+        return lease
 
     async def _withdraw(self, rpc: Rpc, request: AcquireRequest, reason: str) -> None:
         """Leave the queue, or hand back a grant that raced our giving up."""
@@ -406,13 +525,23 @@ class Client:
         strict: bool = False,
         lease_ttl: float | None = None,
         label: str | None = None,
+        on_wait: OnWait | None = None,
     ) -> Iterator[Lease]:
-        """Hold `occupy` slots of every limit in `names` for the block; see AsyncClient."""
+        """Hold `occupy` slots of every limit in `names` for the block; see AsyncClient.
+
+        A loss pushed by the coordinator marks `lease.lost` at once (the block runs on; it
+        raises `LeaseLost` at exit). `on_wait` is called from the client's loop thread."""
         if not _listed(names):
             yield Lease(None, [], [])
             return
         lease = self.acquire(
-            names, occupy, timeout_seconds, strict=strict, lease_ttl=lease_ttl, label=label
+            names,
+            occupy,
+            timeout_seconds,
+            strict=strict,
+            lease_ttl=lease_ttl,
+            label=label,
+            on_wait=on_wait,
         )
         renewer = renewer_for(self.settings)
         renewer.track(lease)
@@ -432,9 +561,12 @@ class Client:
         *,
         strict: bool = False,
         label: str | None = None,
+        on_wait: OnWait | None = None,
     ) -> None:
         """Wait for room under the limits' decay rate; see AsyncClient."""
-        coro = self._async.rate_limit(names, occupy, timeout_seconds, strict=strict, label=label)
+        coro = self._async.rate_limit(
+            names, occupy, timeout_seconds, strict=strict, label=label, on_wait=on_wait
+        )
         self._thread.run(coro)
 
     def acquire(
@@ -446,10 +578,19 @@ class Client:
         strict: bool = False,
         lease_ttl: float | None = None,
         label: str | None = None,
+        long_lived: bool = False,
+        on_wait: OnWait | None = None,
     ) -> Lease:
         """Block until granted; see AsyncClient."""
         coro = self._async.acquire(
-            names, occupy, timeout_seconds, strict=strict, lease_ttl=lease_ttl, label=label
+            names,
+            occupy,
+            timeout_seconds,
+            strict=strict,
+            lease_ttl=lease_ttl,
+            label=label,
+            long_lived=long_lived,
+            on_wait=on_wait,
         )
         return self._thread.run(coro)
 
@@ -483,10 +624,11 @@ def _check_input(names: list[str], occupy: object, timeout_seconds: object) -> N
         )
 
 
-def _timeout_message(request: AcquireRequest, started: float) -> str:
+def _timeout_message(request: AcquireRequest, started: float, waiting: Waiting | None) -> str:
+    facts = f" ({waiting.where()})" if waiting is not None else ""
     return (
         f"waited {time.monotonic() - started:.1f}s for {request.occupy} slot(s) on "
-        f"{', '.join(request.names)} without a grant: raise timeout_seconds, or see who "
+        f"{', '.join(request.names)} without a grant{facts}: raise timeout_seconds, or see who "
         f"holds them with `gcl inspect {request.names[0]}`"
     )
 
@@ -498,4 +640,5 @@ def _lost(lease: Lease) -> LeaseLost:
         "operator revoked it",
         lease_id=lease.lease_id,
         reason=lease.lost_reason,
+        actor=lease.lost_by,
     )

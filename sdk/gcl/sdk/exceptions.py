@@ -18,6 +18,11 @@ Every message says what to do next, because the person reading it is usually an 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gcl.sdk.waiting import Waiting
+
 
 class GCLError(Exception):
     """Base of every error gcl raises."""
@@ -35,16 +40,40 @@ class AcquireTimeout(GCLError, TimeoutError):
     """The requested slots were not granted within the caller's `timeout_seconds`.
 
     A `TimeoutError`, as Prefect's `AcquireConcurrencySlotTimeoutError` is, so code written
-    with `except TimeoutError:` keeps working."""
+    with `except TimeoutError:` keeps working. When the request had queued, `waiting` holds
+    what the coordinator said about it last (positions, holders, an estimate), and the message
+    says it too."""
+
+    def __init__(self, message: str, *, waiting: Waiting | None = None) -> None:
+        super().__init__(message)
+        self.waiting = waiting
+
+    @property
+    def positions(self) -> dict[str, int]:
+        """The 0-based place in each limit's queue when it gave up ({} if unknown)."""
+        return self.waiting.positions if self.waiting else {}
+
+    @property
+    def holders(self) -> dict[str, list[str]]:
+        """Per limit, who held its slots then (`gpu-2@node-7 pid 42 [train]`)."""
+        return self.waiting.holders if self.waiting else {}
 
 
 class LeaseLost(GCLError):
     """The lease ended before the block did, so another holder may now own the slots."""
 
-    def __init__(self, message: str, *, lease_id: str | None = None, reason: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        lease_id: str | None = None,
+        reason: str = "",
+        actor: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.lease_id = lease_id
         self.reason = reason
+        self.actor = actor  # the operator who revoked it, when known
 
 
 class RequestError(GCLError):

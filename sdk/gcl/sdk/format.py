@@ -1,13 +1,13 @@
 """How gcl writes its facts for people: slot counts, durations, bars, times and holders.
 
-The dashboard, the `gcl` command line and alert summaries (and, in time, the SDK's own log
-lines) all report the same few facts: 4.99 of 5 slots occupied, a lease held for 4m05s, a
-waiter queued by `gpu-1@host-a pid 42`. They all print them through this module, so 40 ms
-reads `40ms` in a table, a screenshot and an alert alike, and a change of look is made (and
-tested, in tests/test_format.py) once.
+The dashboard, the `gcl` command line, alert summaries and the SDK's own log lines (a waiter
+saying why it is blocked) all report the same few facts: 4.99 of 5 slots occupied, a lease
+held for 4m05s, a waiter queued by `gpu-1@host-a pid 42`. They all print them through this
+module, so 40 ms reads `40ms` in a table, a screenshot and an alert alike, and a change of look
+is made (and tested, in tests/test_format.py) once.
 
 It lives in the SDK because the dashboard and alerting may import only the SDK and the wire
-contract, and because workers are to log their waiting and holder facts with it too. So it
+contract, and because workers log their waiting and holder facts with it too. So it
 stays small: pure functions of their arguments (the current time is a parameter where it
 matters), standard library only, nothing that loads a terminal or the network.
 """
@@ -155,6 +155,18 @@ def clock_time(at: float, *, date: bool = False, millis: bool = False) -> str:
 def rate(per_second: float) -> str:
     """`2.5/s`, or `-` for no rate at all."""
     return "-" if per_second == 0 else f"{number(per_second)}/s"
+
+
+def ordinal(n: int) -> str:
+    """`1st`, `2nd`, `3rd`, `4th`, `11th`, `22nd`: a place in a queue, counted from 1."""
+    teens = 10 <= n % 100 <= 20
+    return f"{n}{'th' if teens else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def holding(who: HolderLike | None, held_seconds: float, occupy: int = 1) -> str:
+    """`gpu-2@node-7 pid 42 [train] for 4m05s` (`, 2 slots` when it holds more than one)."""
+    slots = f", {occupy} slots" if occupy != 1 else ""
+    return f"{holder(who)} for {duration(held_seconds)}{slots}"
 
 
 def holder(who: HolderLike | None, *, label: bool = True, unknown: str = "unknown holder") -> str:

@@ -18,7 +18,9 @@ class Lease:
         self.names = names
         self.missing = missing
         self._lost = threading.Event()
+        self._lock = threading.Lock()
         self.lost_reason = ""
+        self.lost_by: str | None = None  # the operator who revoked it, when the coordinator said
         self.renewal_key = 0
 
     @property
@@ -39,9 +41,20 @@ class Lease:
     def lost(self) -> bool:
         return self._lost.is_set()
 
-    def mark_lost(self, reason: str) -> None:
-        self.lost_reason = reason
-        self._lost.set()
+    @property
+    def long_lived(self) -> bool:
+        return bool(self.info and self.info.long_lived)
+
+    def mark_lost(self, reason: str, actor: str | None = None) -> bool:
+        """Record the loss; True only the first time (the pushed notice and a failed renewal
+        may both report it, and the holder should hear of it once)."""
+        with self._lock:
+            if self._lost.is_set():
+                return False
+            self.lost_reason = reason
+            self.lost_by = actor
+            self._lost.set()
+            return True
 
     def __repr__(self) -> str:
         state = f"lost: {self.lost_reason}" if self.lost else "held"

@@ -4,7 +4,8 @@ A body that holds the GIL in bursts or blocks the caller's event loop for longer
 must not lose its lease, so renewal never runs on the caller's loop. One renewer serves every
 lease of a process; each lease renews at a third of its TTL and retries transient failures a
 few times per period. Only an answer from the coordinator ("that lease is gone") marks a lease
-lost: a coordinator that is merely unreachable may come back and restore it.
+lost: a coordinator that is merely unreachable may come back and restore it. Usually the
+coordinator has pushed that news already (see `client`); renewal is the safety net.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ class Renewer:
 
     def track(self, lease: Lease, on_lost: OnLost | None = None) -> None:
         """Renew `lease` until `untrack`; call `on_lost` (from the renewer thread) if it is lost."""
-        if lease.info is None or lease.info.mode != "concurrency":
-            return
+        if lease.info is None or lease.info.mode != "concurrency" or lease.long_lived:
+            return  # rate grants are not held; long-lived leases are not renewed
         due = time.monotonic() + lease.info.ttl / 3
         with self._lock:
             lease.renewal_key = next(self._keys)  # never reused, unlike id()
@@ -107,6 +108,9 @@ class Renewer:
         return self._rpc
 
     async def _renew(self, lease: Lease, on_lost: OnLost | None) -> None:
+        if lease.lost:  # the coordinator pushed the news already: nothing left to renew
+            self.untrack(lease)
+            return
         try:
             await self._renew_once(lease)
         except (LeaseLost, LeaseNotFound) as exc:
@@ -121,7 +125,8 @@ class Renewer:
 
     def _lost(self, lease: Lease, on_lost: OnLost | None, exc: Exception) -> None:
         self.untrack(lease)
-        lease.mark_lost(str(exc))
+        if not lease.mark_lost(str(exc)):
+            return  # heard already (a pushed notice): logged and hooked then
         log.error(
             "lease %s on %s was lost: %s. The block no longer owns the slots; LeaseLost is "
             "raised when it exits",

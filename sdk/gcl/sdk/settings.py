@@ -129,9 +129,16 @@ def _need_nkeys() -> None:
 
 
 class ClientSettings(NatsSettings):
-    """What workers tune: how long to keep trying a silent coordinator, default lease TTL."""
+    """What workers tune: how long to keep trying a silent coordinator, default lease TTL, and
+    when a waiting request says why it is blocked."""
 
     unavailable_timeout: float = Field(
         10.0, ge=0, le=3600, description="seconds to retry a coordinator that does not answer"
     )
     lease_ttl: float = Field(DEFAULT_LEASE_TTL, ge=MIN_LEASE_TTL, le=MAX_LEASE_TTL)
+    wait_report_after: float = Field(
+        1.0, gt=0, le=3600, description="seconds of waiting before saying why (log, on_wait)"
+    )
+    wait_report_every: float = Field(
+        10.0, gt=0, le=3600, description="seconds between later reports while it still waits"
+    )
