@@ -42,22 +42,27 @@ def JSON(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts")(folded)
 
 
-def nats_settings(ctx: click.Context, role: Role = "operator") -> NatsSettings:
+def nats_settings(
+    ctx: click.Context, role: Role = "operator", kind: type[NatsSettings] = NatsSettings
+) -> NatsSettings:
     """NATS settings from the group's flags; credentials and TLS come from GCL_* variables,
-    else from the credential `gcl up` made for `role` (GCL_NATS_ROLE picks another)."""
+    else from the credential `gcl up` made for `role` (GCL_NATS_ROLE picks another). `kind`
+    asks for richer settings (`ClientSettings` for the commands that acquire)."""
     obj = ctx.find_root().obj or {}
     try:
-        return role_settings(obj["nats_url"], obj["prefix"], role)
+        return role_settings(obj["nats_url"], obj["prefix"], role, kind)
     except ValidationError as exc:
         problem = exc.errors()[0]
         field = ".".join(str(p) for p in problem["loc"])
         raise click.UsageError(f"{field}: {problem['msg']}") from None
 
 
-def role_settings(nats_url: str, prefix: str, role: Role) -> NatsSettings:
+def role_settings(
+    nats_url: str, prefix: str, role: Role, kind: type[NatsSettings] = NatsSettings
+) -> NatsSettings:
     """Settings for a command acting as `role`, unless GCL_NATS_ROLE says otherwise."""
     chosen = os.environ.get("GCL_NATS_ROLE") or role
-    return NatsSettings(nats_url=nats_url, prefix=prefix, nats_role=chosen)
+    return kind(nats_url=nats_url, prefix=prefix, nats_role=chosen)
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import click
 
-from gcl.cli import auth, leases, limits
+from gcl.cli import auth, leases, limits, worker
 from gcl.cli.alert import alert
 from gcl.cli.config import resolve_nats_url
 from gcl.cli.dashboard import dashboard
@@ -47,6 +47,8 @@ def cli(ctx: click.Context, nats_url: str | None, prefix: str) -> None:
     Start here:   gcl up             (NATS + coordinator on a SQLite file, in ./.gcl)
     Limits:       gcl create 'gpu:{worker_id}' --limit 2   ·   gcl ls   ·   gcl inspect NAME
     Production:   gcl serve --db postgresql+psycopg://user@host/db
+    From shells:  gcl run NAME -- COMMAND   (a global flock: waits, runs, releases)
+                  gcl acquire NAME --ttl 2h  ·  gcl release   (leases for scripts)
     \b
     Security:     gcl up gives each role a NATS user (.gcl/auth); commands pick theirs
                   (operator; observer for events/alert/--read-only); `gcl auth init`
@@ -56,7 +58,9 @@ def cli(ctx: click.Context, nats_url: str | None, prefix: str) -> None:
                   GCL_NATS_USER + GCL_NATS_PASSWORD, GCL_NATS_TOKEN, GCL_NATS_CREDS,
                   GCL_NATS_NKEY_SEED, GCL_NATS_INBOX_PREFIX;
                   TLS: GCL_NATS_TLS_CA, GCL_NATS_TLS_CERT, GCL_NATS_TLS_KEY.
-    Exit codes:   0 ok, 1 user error, 2 coordinator or NATS unreachable.
+    Exit codes:   0 ok, 1 user error, 2 coordinator or NATS unreachable; gcl run exits
+                  with its command's status, and gcl run / gcl acquire with 75 when the
+                  slots could not be had (timeout, or no coordinator).
     """
     ctx.ensure_object(dict)
     ctx.obj["nats_url"] = resolve_nats_url(nats_url)
@@ -82,6 +86,7 @@ for command in (
     alert,
     *limits.COMMANDS,
     *leases.COMMANDS,
+    *worker.COMMANDS,
     *auth.COMMANDS,
 ):
     cli.add_command(command)
