@@ -297,6 +297,8 @@ def test_a_long_lease_survives_a_coordinator_restart_and_ends_with_release(
         assert lease.lease_id == record["lease_id"] and lease.long_lived
         assert lease.ttl == 30 * 86_400
         assert 30 * 86_400 - 600 < lease.expires_in <= 30 * 86_400  # what remained, not 30 s
+        inspected = gcl_sync(nats_server.url, "inspect", "legacy")
+        assert "(long-lived)" in inspected.out, inspected.out
         ended = gcl_sync(nats_server.url, "release", stdin=taken.out)
         assert ended.code == 0 and "released lease" in ended.out, ended.err
         assert admin.list_leases("legacy") == []

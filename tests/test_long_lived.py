@@ -1,14 +1,25 @@
-"""Leases for clients that cannot renew: stored with what they need, across upgrades and
-restarts, and ended by `gcl release` (tests/test_cli_worker.py drives the commands)."""
+"""Leases for clients that cannot renew: stored with what they need across upgrades and
+restarts, and marked as such wherever leases are shown (tests/test_cli_worker.py drives
+`gcl acquire` and `gcl release`, and the restart)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from sqlalchemy import text
 
+from gcl.cli import output
+from gcl.cli.events import format_event
 from gcl.coordinator.changes import Changes
 from gcl.coordinator.leases import Lease
+from gcl.coordinator.nats_server import NatsServer
 from gcl.coordinator.store import SCHEMA_VERSION, Store
-from gcl.protocol import Holder
+from gcl.protocol import Event, Holder, LeaseInfo
+from gcl.sdk.admin import AsyncAdminClient
+from gcl.sdk.client import AsyncClient
+from gcl.tui.screens.detail import DetailScreen
+from gcl.tui.widgets.event_log import describe
+from tests.test_cli import gcl_sync
 
 WEEK = 7 * 86_400.0
 
@@ -63,3 +74,56 @@ def test_schema_2_is_upgraded_and_its_leases_are_ordinary(db_url: str) -> None:
     again.close()
     new = next(lease for lease in leases if lease.lease_id == "new")
     assert (new.ttl, new.long_lived, new.notify) == (WEEK, True, "_INBOX.x.y")
+
+
+# --- shown as such: gcl inspect, gcl leases, gcl events, the dashboard ---------------------
+
+
+def long_lived_info(**fields: object) -> LeaseInfo:
+    values: dict[str, object] = {
+        "lease_id": "a" * 32,
+        "request_id": "r",
+        "names": ["db"],
+        "occupy": 1,
+        "mode": "concurrency",
+        "ttl": 30 * 86_400.0,
+        "holder": Holder(worker_id="cron", label="gcl acquire"),
+        "granted_at": 1_700_000_000.0,
+        "expires_in": 29 * 86_400.0 + 3600,
+        "fencing_tokens": {"db": 7},
+        "long_lived": True,
+        **fields,
+    }
+    return LeaseInfo.model_validate(values)
+
+
+def test_the_cli_and_the_dashboard_mark_a_long_lived_lease() -> None:
+    assert output.expires(long_lived_info()) == "29d01h (long-lived)"
+    assert output.expires(long_lived_info(long_lived=False, expires_in=29.0)) == "29s"
+    cells = DetailScreen("db").holder_cells(long_lived_info(), 1_700_000_100.0, 0.0)
+    assert "29d01h long-lived" in cells
+
+
+def test_events_mark_a_long_lived_lease() -> None:
+    event = Event(kind="lease.granted", at=1.0, names=["db"], lease_id="a" * 32, long_lived=True)
+    assert "long-lived" in format_event(event)
+    assert "long-lived" in describe(event).plain
+    ordinary = event.model_copy(update={"long_lived": None})
+    assert "long-lived" not in format_event(ordinary)
+    assert "long-lived" not in describe(ordinary).plain
+
+
+async def test_gcl_leases_and_inspect_show_it(
+    nats_server: NatsServer, client: AsyncClient, admin: AsyncAdminClient
+) -> None:
+    await admin.create_limit("db", 2)
+    script = await client.acquire("db", lease_ttl=WEEK, long_lived=True, label="nightly")
+    async with client.concurrency("db"):
+        listed = await asyncio.to_thread(gcl_sync, nats_server.url, "leases", "db")
+        inspected = await asyncio.to_thread(gcl_sync, nats_server.url, "inspect", "db")
+    for shown in (listed, inspected):
+        assert shown.code == 0, shown.err
+        rows = [line for line in shown.out.splitlines() if "nightly" in line]
+        assert len(rows) == 1 and "(long-lived)" in rows[0]
+        assert sum("(long-lived)" in line for line in shown.out.splitlines()) == 1
+    await client.release(script)

@@ -44,6 +44,8 @@ def format_event(event: Event) -> str:
         parts.append(who)
     if event.lease_id:
         parts.append(f"lease {event.lease_id[:12]}")
+    if event.long_lived:
+        parts.append("long-lived")
     if event.reason:
         parts.append(event.reason)
     return "  ".join(parts)

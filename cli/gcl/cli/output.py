@@ -128,6 +128,12 @@ def _template_lines(info: LimitInfo) -> list[tuple[str, str]]:
     ]
 
 
+def expires(lease: LeaseInfo) -> str:
+    """`29s`, or `29d23h (long-lived)` for a lease nobody renews (`gcl acquire`)."""
+    left = fmt.duration(lease.expires_in)
+    return f"{left} (long-lived)" if lease.long_lived else left
+
+
 def holders_table(holders: Sequence[LeaseInfo], name: str) -> None:
     if not holders:
         click.echo("holders: none")
@@ -143,7 +149,7 @@ def holders_table(holders: Sequence[LeaseInfo], name: str) -> None:
             lease.holder.label,
             str(lease.occupy),
             fmt.since(lease.granted_at),
-            fmt.duration(lease.expires_in),
+            expires(lease),
             str(lease.fencing_tokens.get(name, "")),
         ]
         for lease in holders
@@ -197,7 +203,7 @@ def leases_table(leases: Sequence[LeaseInfo]) -> None:
             str(lease.holder.pid),
             lease.holder.label,
             fmt.since(lease.granted_at),
-            fmt.duration(lease.expires_in),
+            expires(lease),
             ", ".join(f"{n}={t}" for n, t in lease.fencing_tokens.items()),
         ]
         for lease in leases

@@ -192,7 +192,7 @@ class DetailScreen(Screen[None]):
             h.label or "-",
             str(lease.occupy),
             fmt.since(lease.granted_at, now),
-            fmt.duration(lease.expires_in - elapsed),
+            fmt.duration(lease.expires_in - elapsed) + (" long-lived" if lease.long_lived else ""),
             str(lease.fencing_tokens.get(self.limit_name, "-")),
         ]
 

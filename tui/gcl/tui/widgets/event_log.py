@@ -41,6 +41,8 @@ def describe(event: Event) -> Text:
         line.append(f"  {who}")
     if event.occupy:
         line.append(f"  {event.occupy} slot(s)")
+    if event.long_lived:
+        line.append("  long-lived", "bold")
     if event.reason:
         line.append(f"  {event.reason}", "italic")
     return line
