@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +24,7 @@ from gcl.sdk.client import AsyncClient, Client
 from gcl.sdk.exceptions import AcquireTimeout, LeaseLost
 from gcl.sdk.settings import ClientSettings
 from gcl.sdk.waiting import Waiting
-from tests.conftest import wait_until
+from tests.conftest import ROOT, wait_until
 
 TTL = 30.0  # renewals every 10 s: anything much faster than that was pushed
 PUSHED = 3.0  # generous bound for "at once" on a busy machine; bench/loss_push.py measures it
@@ -171,3 +175,18 @@ async def test_the_estimate_comes_from_recent_holds(
 
 async def _waiters(admin: AsyncAdminClient, name: str, count: int) -> bool:
     return (await admin.get_limit(name)).limit.waiters == count
+
+
+@pytest.mark.slow
+def test_the_loss_bench_runs(tmp_path: Path) -> None:
+    """bench/loss_push.py still runs end to end (its figures are not asserted: noise here)."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "loss_push.py"), "--revokes", "5"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "revoke -> cancel" in done.stdout and "p99" in done.stdout
