@@ -91,3 +91,14 @@ def test_several_limits_are_named_each() -> None:
     text = str(Waiting.from_detail(detail, ["a", "b"]))
     assert text.startswith("waiting 1.0s for 2 slots on a, b: a: 1st in line of 1, ")
     assert "; b: not enforced (dry run); no estimate yet" in text
+
+
+def test_any_moment_says_when_the_holders_are_overdue() -> None:
+    late = standing(holders=[
+        Holding(holder=Holder(worker_id="gpu-2"), occupy=1, held_seconds=90.0),
+        Holding(holder=Holder(worker_id="gpu-3"), occupy=1, held_seconds=80.0),
+    ])  # fmt: skip
+    detail = WaitDetail(status="queued", request_id="r", occupy=1, standings=[late])
+    assert str(Waiting.from_detail(detail, ["gpu:gpu-1"])).endswith(
+        "may run any moment (its holders are past the usual hold)"
+    )

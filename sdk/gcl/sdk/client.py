@@ -628,8 +628,8 @@ def _timeout_message(request: AcquireRequest, started: float, waiting: Waiting |
     facts = f" ({waiting.where()})" if waiting is not None else ""
     return (
         f"waited {time.monotonic() - started:.1f}s for {request.occupy} slot(s) on "
-        f"{', '.join(request.names)} without a grant{facts}: raise timeout_seconds, or see who "
-        f"holds them with `gcl inspect {request.names[0]}`"
+        f"{', '.join(request.names)} without a grant{facts}: wait longer (a larger timeout), "
+        f"or see who holds them with `gcl inspect {request.names[0]}`"
     )
 
 

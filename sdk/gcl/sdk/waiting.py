@@ -56,7 +56,11 @@ class Waiting:
         """Its standing on each limit and the estimate, without the leading `waiting ...`."""
         named = len(self.standings) > 1  # one limit: the head line named it already
         parts = [_standing(s, named) for s in self.standings]
-        return f"{'; '.join(parts)}; {_estimate(self.estimate_seconds)}"
+        return f"{'; '.join(parts)}; {_estimate(self.estimate_seconds, self._full())}"
+
+    def _full(self) -> bool:
+        """Some enforced limit has no room for it now (so "any moment" means overdue)."""
+        return any(s.active and s.occupied + self.occupy > s.limit for s in self.standings)
 
     def __str__(self) -> str:
         return describe(self)
@@ -91,11 +95,12 @@ def _standing(s: Standing, named: bool) -> str:
     return text
 
 
-def _estimate(seconds: float | None) -> str:
+def _estimate(seconds: float | None, full: bool) -> str:
     if seconds is None:
         return "no estimate yet (no lease there has ended to judge by)"
     if seconds < 1:
-        return "may run any moment"
+        overdue = " (its holders are past the usual hold)" if full else ""
+        return f"may run any moment{overdue}"
     return f"may run in ~{fmt.duration(seconds)}"
 
 
