@@ -105,6 +105,7 @@ for command in (
     serve,
     dashboard,
     ping,
+    status,
     events,
     alert,
     *limits.COMMANDS,
