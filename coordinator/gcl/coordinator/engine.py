@@ -39,6 +39,7 @@ from gcl.protocol import (
 from gcl.protocol import names as naming
 
 ENDED_MEMORY = 10_000
+COMPACT_SLACK = 64  # stale heap entries tolerated beyond the live ones before a rebuild
 DEFAULT_KEEPALIVE = 2.0
 
 
@@ -59,7 +60,9 @@ class Engine:
         self._decay_blocked: set[str] = set()
         self._rate_grants: OrderedDict[str, Lease] = OrderedDict()
         self._templates: set[str] = set()
-        self._holders: dict[Holder, Holder] = {}  # one object per distinct holder: 100k leases
+        # One shared object per distinct holder of live leases (100k leases, few holders),
+        # with the number of leases using it: dropped with its last lease.
+        self._holders: dict[Holder, tuple[Holder, int]] = {}
 
     # --- stepping ---------------------------------------------------------------------------
 
@@ -101,18 +104,40 @@ class Engine:
         self._pump(list(self._decay_blocked))
 
     def _expire_leases(self, now: float) -> None:
+        """Each live lease has one heap entry, at or before its deadline (renewals only push
+        deadlines later): a lease renewed since its entry was made gets it moved on."""
         while self._expiries and self._expiries[0][0] <= now:
             _, lease_id = heapq.heappop(self._expiries)
             lease = self.leases.get(lease_id)
-            if lease is not None and lease.expires_at <= now:
+            if lease is None:
+                continue  # ended meanwhile: a stale entry
+            if lease.expires_at <= now:
                 self._end_lease(lease, "lease.expired", "not renewed within its ttl")
+            else:
+                heapq.heappush(self._expiries, (lease.expires_at, lease_id))
 
     def _expire_waiters(self, now: float) -> None:
+        """As for leases: one entry per waiter, moved on when keepalives pushed it later."""
         while self._waiter_deadlines and self._waiter_deadlines[0][0] <= now:
             _, request_id = heapq.heappop(self._waiter_deadlines)
             waiter = self.queues.get(request_id)
-            if waiter is not None and waiter.deadline <= now:
+            if waiter is None:
+                continue
+            if waiter.deadline <= now:
                 self._drop_waiter(waiter, "waiter.timed_out", "no keepalive: the waiter is gone")
+            else:
+                heapq.heappush(self._waiter_deadlines, (waiter.deadline, request_id))
+
+    def _compact_schedules(self) -> None:
+        """Entries of ended leases and gone waiters wait in the heaps until their old deadline
+        (a day for a released one-day lease); rebuild a heap once they outnumber live ones."""
+        if len(self._expiries) > 2 * len(self.leases) + COMPACT_SLACK:
+            self._expiries = [(lease.expires_at, i) for i, lease in self.leases.items()]
+            heapq.heapify(self._expiries)
+        if len(self._waiter_deadlines) > 2 * len(self.queues) + COMPACT_SLACK:
+            waiters = self.queues.by_request.items()
+            self._waiter_deadlines = [(w.deadline, i) for i, w in waiters]
+            heapq.heapify(self._waiter_deadlines)
 
     # --- acquiring --------------------------------------------------------------------------
 
@@ -213,6 +238,7 @@ class Engine:
         waiter = Waiter(request, names, missing, queued_at=now, deadline=now, notify=request.notify)
         self.queues.add(waiter)
         self._keep_waiting(waiter, now)
+        heapq.heappush(self._waiter_deadlines, (waiter.deadline, waiter.request_id))
         self._emit("waiter.queued", names, request_id=waiter.request_id, holder=request.holder)
         self._note_decay_block(names)
         return self._queued(waiter)
@@ -232,8 +258,8 @@ class Engine:
         return AcquireResult(status="granted", request_id=request_id, lease=info, missing=missing)
 
     def _keep_waiting(self, waiter: Waiter, now: float) -> None:
+        """Push the deadline on; its heap entry (made at enqueue) is moved when it comes due."""
         waiter.deadline = now + 3 * self.keepalive_seconds
-        heapq.heappush(self._waiter_deadlines, (waiter.deadline, waiter.request_id))
 
     def _grant(self, request: AcquireRequest, names: list[str], now: float) -> Lease:
         tokens = {}
@@ -249,7 +275,7 @@ class Engine:
             occupy=request.occupy,
             mode=request.mode,
             ttl=request.lease_ttl,
-            holder=self._holders.setdefault(request.holder, request.holder),
+            holder=request.holder,
             granted_at=self.clock.wall(),
             granted_mono=now,
             expires_at=now + request.lease_ttl,
@@ -272,6 +298,7 @@ class Engine:
             limit.decay_level += lease.occupy
 
     def _attach(self, lease: Lease) -> None:
+        lease.holder = self._share_holder(lease.holder)
         self.leases[lease.lease_id] = lease
         self.lease_by_request[lease.request_id] = lease.lease_id
         heapq.heappush(self._expiries, (lease.expires_at, lease.lease_id))
@@ -282,7 +309,8 @@ class Engine:
         self.changes.add_lease(lease)
 
     def _detach(self, lease: Lease, now: float) -> None:
-        self.leases.pop(lease.lease_id, None)
+        if self.leases.pop(lease.lease_id, None) is not None:
+            self._unshare_holder(lease.holder)
         self.lease_by_request.pop(lease.request_id, None)
         for name in lease.names:
             limit = self.limits.get(name)
@@ -292,6 +320,19 @@ class Engine:
                 limit.record_hold(now - lease.granted_mono)
                 self._dirty(limit)
         self.changes.remove_lease(lease.lease_id)
+        self._compact_schedules()
+
+    def _share_holder(self, holder: Holder) -> Holder:
+        shared, uses = self._holders.get(holder, (holder, 0))
+        self._holders[holder] = (shared, uses + 1)
+        return shared
+
+    def _unshare_holder(self, holder: Holder) -> None:
+        shared, uses = self._holders.get(holder, (holder, 1))
+        if uses <= 1:
+            self._holders.pop(holder, None)
+        else:
+            self._holders[holder] = (shared, uses - 1)
 
     def _pump(self, names: Iterable[str]) -> None:
         """Admit waiters while they fit; each admission may unblock other queues."""
@@ -317,7 +358,7 @@ class Engine:
         return [head] if head else []
 
     def _admit(self, waiter: Waiter, now: float) -> None:
-        self.queues.remove(waiter)
+        self._unqueue(waiter)
         lease = self._grant(waiter.request, waiter.names, now)
         notice = WaitNotice(
             request_id=waiter.request_id,
@@ -352,8 +393,7 @@ class Engine:
 
     def renew(self, lease_id: str) -> RenewResult:
         lease = self._live(lease_id)
-        lease.renew(self.clock.now())
-        heapq.heappush(self._expiries, (lease.expires_at, lease.lease_id))
+        lease.renew(self.clock.now())  # its one heap entry moves on when it comes due
         return RenewResult(lease_id=lease_id, expires_in=lease.ttl)
 
     def release(self, lease_id: str) -> ReleaseResult:
@@ -418,7 +458,7 @@ class Engine:
         return WaitStatus(status="unknown", request_id=request_id)
 
     def _drop_waiter(self, waiter: Waiter, kind: EventKind, reason: str) -> None:
-        self.queues.remove(waiter)
+        self._unqueue(waiter)
         self._emit(
             kind,
             waiter.names,
@@ -430,7 +470,7 @@ class Engine:
 
     def _reject_waiter(self, waiter: Waiter, code: str, message: str) -> None:
         """Tell a waiter it failed. The caller pumps its other queues once it is consistent."""
-        self.queues.remove(waiter)
+        self._unqueue(waiter)
         self._emit(
             "waiter.rejected",
             waiter.names,
@@ -447,6 +487,11 @@ class Engine:
                 error_message=message,
             ),
         )
+
+    def _unqueue(self, waiter: Waiter) -> None:
+        """Take a waiter out of every queue it stands in: admitted, dropped or rejected."""
+        self.queues.remove(waiter)
+        self._compact_schedules()
 
     def _notify(self, waiter: Waiter, notice: WaitNotice) -> None:
         if waiter.notify:
@@ -563,7 +608,7 @@ class Engine:
         waiter.names.remove(name)
         waiter.missing.append(name)
         if not waiter.names:
-            self.queues.remove(waiter)
+            self._unqueue(waiter)
             notice = WaitNotice(
                 request_id=waiter.request_id, status="granted", missing=waiter.missing
             )
