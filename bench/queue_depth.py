@@ -39,7 +39,7 @@ def make_engine(depth: int) -> Engine:
     if "bounds" in inspect.signature(Engine).parameters:
         from gcl.coordinator.bounds import Bounds
 
-        room = max(depth * 2, 1_000)
+        room = max(depth * 2, 1_000)  # 40,000 waiters on one limit: past the default cap
         return Engine(FakeClock(), bounds=Bounds(max_waiters_per_limit=room, max_waiters=room))
     return Engine(FakeClock())  # an older engine, for a before/after comparison
 

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
+from gcl.coordinator.bounds import Bounds
 from gcl.coordinator.changes import Changes
 from gcl.coordinator.clock import Clock
 from gcl.coordinator.errors import Refusal
@@ -46,9 +47,15 @@ DEFAULT_KEEPALIVE = 2.0
 class Engine:
     """All coordinator state. Single-threaded: the service calls it from one event loop."""
 
-    def __init__(self, clock: Clock, keepalive_seconds: float = DEFAULT_KEEPALIVE) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        keepalive_seconds: float = DEFAULT_KEEPALIVE,
+        bounds: Bounds | None = None,
+    ) -> None:
         self.clock = clock
         self.keepalive_seconds = keepalive_seconds
+        self.bounds = bounds or Bounds()
         self.limits: dict[str, Limit] = {}
         self.leases: dict[str, Lease] = {}
         self.lease_by_request: dict[str, str] = {}
@@ -63,6 +70,8 @@ class Engine:
         # One shared object per distinct holder of live leases (100k leases, few holders),
         # with the number of leases using it: dropped with its last lease.
         self._holders: dict[Holder, tuple[Holder, int]] = {}
+        self._waiting_holders: dict[HolderKey, int] = {}  # waiters per holder, for its cap
+        self._instances: dict[str, int] = {}  # limits per template that created them
 
     # --- stepping ---------------------------------------------------------------------------
 
@@ -88,6 +97,8 @@ class Engine:
         times = []
         for name in waiter.names:
             limit = self.limits[name]
+            if self._at_lease_cap(limit):
+                return None  # waits for a lease to end, not for decay
             if not limit.active or limit.has_room_enforced(waiter.request.occupy, now):
                 continue
             at = limit.room_at(waiter.request.occupy, now)
@@ -152,6 +163,8 @@ class Engine:
         now = self.clock.now()
         self._count_denied(names, request.occupy, now)
         if self._admissible(names, request.occupy, now):
+            if request.mode == "concurrency":
+                self._check_lease_room(names)
             lease = self._grant(request, names, now)
             return self._granted(request.request_id, lease, missing)
         if not request.wait:
@@ -232,11 +245,57 @@ class Engine:
                 limit.denied += 1
                 self._dirty(limit)
 
+    def _check_lease_room(self, names: list[str]) -> None:
+        """A grant must not pass the lease caps (inactive limits included)."""
+        bounds = self.bounds
+        if len(self.leases) >= bounds.max_leases:
+            raise bounds.refuse(
+                "max_leases", "the coordinator's live leases", "names", "release some"
+            )
+        for name in names:
+            if self._at_lease_cap(self.limits[name]):
+                raise bounds.refuse(
+                    "max_leases_per_limit",
+                    f"limit {name!r}'s live leases",
+                    "names",
+                    "release or revoke some (`gcl leases NAME`)",
+                )
+
+    def _at_lease_cap(self, limit: Limit) -> bool:
+        return len(limit.lease_ids) >= self.bounds.max_leases_per_limit
+
+    def _check_queue_room(self, request: AcquireRequest, names: list[str]) -> None:
+        """Joining the queues must not pass the waiter caps."""
+        bounds = self.bounds
+        if len(self.queues) >= bounds.max_waiters:
+            raise bounds.refuse("max_waiters", "the coordinator's waiters", "names", "retry later")
+        for name in names:
+            if self.queues.depth(name) >= bounds.max_waiters_per_limit:
+                raise bounds.refuse(
+                    "max_waiters_per_limit",
+                    f"the queue of limit {name!r}",
+                    "names",
+                    "retry later or raise the limit",
+                )
+        if self._waiting_holders.get(_holder_key(request.holder), 0) >= (
+            bounds.max_waiters_per_holder
+        ):
+            holder = request.holder
+            raise bounds.refuse(
+                "max_waiters_per_holder",
+                f"the waiters of holder {holder.worker_id!r} on {holder.host!r} (pid {holder.pid})",
+                "holder",
+                "wait for some of them first",
+            )
+
     def _enqueue(
         self, request: AcquireRequest, names: list[str], missing: list[str], now: float
     ) -> AcquireResult:
+        self._check_queue_room(request, names)
         waiter = Waiter(request, names, missing, queued_at=now, deadline=now, notify=request.notify)
         self.queues.add(waiter)
+        key = _holder_key(request.holder)
+        self._waiting_holders[key] = self._waiting_holders.get(key, 0) + 1
         self._keep_waiting(waiter, now)
         heapq.heappush(self._waiter_deadlines, (waiter.deadline, waiter.request_id))
         self._emit("waiter.queued", names, request_id=waiter.request_id, holder=request.holder)
@@ -372,6 +431,8 @@ class Engine:
         """Fits when, on every enforcing limit it names, it stands first and there is room."""
         for name in waiter.names:
             limit = self.limits[name]
+            if self._at_lease_cap(limit):
+                return False  # a lease ending on it pumps this queue again
             if not limit.active:
                 continue
             if self.queues.head(name) is not waiter:
@@ -490,7 +551,13 @@ class Engine:
 
     def _unqueue(self, waiter: Waiter) -> None:
         """Take a waiter out of every queue it stands in: admitted, dropped or rejected."""
+        if waiter.request_id not in self.queues:
+            return
         self.queues.remove(waiter)
+        key = _holder_key(waiter.request.holder)
+        left = self._waiting_holders.pop(key, 1) - 1
+        if left > 0:
+            self._waiting_holders[key] = left
         self._compact_schedules()
 
     def _notify(self, waiter: Waiter, notice: WaitNotice) -> None:
@@ -506,6 +573,7 @@ class Engine:
                 f"limit {spec.name!r} already exists: use `gcl update {spec.name}` to change it",
                 "name",
             )
+        self._check_limit_room("name")
         wall = self.clock.wall()
         limit = Limit(
             spec.name,
@@ -529,6 +597,14 @@ class Engine:
         template = self._template_for(name)
         if template is None:
             return
+        self._check_limit_room("names")
+        if self._instances.get(template.name, 0) >= self.bounds.max_instances_per_template:
+            raise self.bounds.refuse(
+                "max_instances_per_template",
+                f"the limits created from template {template.name!r}",
+                "names",
+                "delete those no longer used (`gcl ls`)",
+            )
         wall = self.clock.wall()
         limit = Limit(
             name,
@@ -538,10 +614,18 @@ class Engine:
             created_at=wall,
             updated_at=wall,
             fencing_token=_token_floor(wall),
+            template=template.name,
         )
         self.limits[name] = limit
+        self._instances[template.name] = self._instances.get(template.name, 0) + 1
         self._dirty(limit)
         self._emit("limit.created", [name], reason=f"from template {template.name!r}")
+
+    def _check_limit_room(self, field: str) -> None:
+        if len(self.limits) >= self.bounds.max_limits:
+            raise self.bounds.refuse(
+                "max_limits", "the coordinator's limits", field, "delete unused ones (`gcl ls`)"
+            )
 
     def _template_for(self, name: str) -> Limit | None:
         for template in sorted(self._templates):
@@ -587,6 +671,7 @@ class Engine:
         limit = self._limit(name)
         del self.limits[name]
         self._templates.discard(name)
+        self._forget_instance(limit)
         self._decay_blocked.discard(name)
         touched: list[str] = []
         for waiter in self.queues.queue(name):
@@ -598,6 +683,18 @@ class Engine:
         self.changes.put_limit(name, None)
         self._emit("limit.deleted", [name], limits=[])
         return len(holders)
+
+    def _forget_instance(self, limit: Limit) -> None:
+        """Keep the per-template counts true when an instance or a template goes."""
+        if limit.template is not None and limit.template in self._instances:
+            left = self._instances.pop(limit.template) - 1
+            if left > 0:
+                self._instances[limit.template] = left
+        if limit.is_template:
+            self._instances.pop(limit.name, None)
+            for other in self.limits.values():
+                if other.template == limit.name:
+                    other.template = None
 
     def _forget_name(self, waiter: Waiter, name: str) -> list[str]:
         """Take a deleted limit off a waiter; return the queues it still stands in."""
@@ -666,6 +763,7 @@ class Engine:
             self.limits[limit.name] = limit
             if limit.is_template:
                 self._templates.add(limit.name)
+        self._count_instances()
         orphans = []
         for lease in leases:
             if not all(name in self.limits for name in lease.names):
@@ -677,6 +775,20 @@ class Engine:
         self.changes = Changes()
         for lease_id in orphans:
             self.changes.remove_lease(lease_id)
+
+    def _count_instances(self) -> None:
+        """After a restart, credit each limit to the template that would have created it."""
+        if not self._templates:
+            return
+        templates = [self.limits[t] for t in sorted(self._templates)]
+        for limit in self.limits.values():
+            if limit.is_template:
+                continue
+            for template in templates:
+                if naming.template_matches(template.name, limit.name):
+                    limit.template = template.name
+                    self._instances[template.name] = self._instances.get(template.name, 0) + 1
+                    break
 
     # --- bookkeeping ------------------------------------------------------------------------
 
@@ -712,6 +824,14 @@ class Engine:
                 limits=limits,
             )
         )
+
+
+HolderKey = tuple[str, str, int]
+
+
+def _holder_key(holder: Holder) -> HolderKey:
+    """Who a waiter is, for its cap: the process (the label is only a description)."""
+    return (holder.worker_id, holder.host, holder.pid)
 
 
 def _token_floor(wall: float) -> int:

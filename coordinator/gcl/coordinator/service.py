@@ -74,7 +74,7 @@ class Coordinator:
     def __init__(self, settings: CoordinatorSettings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.engine = Engine(self.clock, settings.keepalive_seconds)
+        self.engine = Engine(self.clock, settings.keepalive_seconds, settings.bounds())
         self.store = Store(settings.db_url, settings.sqlite_synchronous)
         self.subjects = Subjects(settings.prefix)
         self.id = uuid.uuid4().hex[:12]
@@ -210,6 +210,7 @@ class Coordinator:
         """Run one request through the engine; every failure becomes an error reply."""
         try:
             request_type, handler = self._handlers[operation]
+            self._check_size(data)
             request = _parse(request_type, data)
             reply = _ok(handler(request))
             if len(reply) > self._max_reply:
@@ -226,6 +227,16 @@ class Coordinator:
             return _error("internal", "the coordinator failed on this request; see its log")
         finally:
             self._outbox.merge(self.engine.take_changes())
+
+    def _check_size(self, data: bytes) -> None:
+        """Refuse an oversized payload before spending any parsing on it."""
+        cap = self.settings.max_request_bytes
+        if len(data) > cap:
+            raise Refusal(
+                "invalid_request",
+                f"the request is {len(data):,} bytes; the coordinator accepts at most {cap:,} "
+                "(max_request_bytes): send less, or raise GCL_MAX_REQUEST_BYTES on it",
+            )
 
     @property
     def _max_reply(self) -> int:

@@ -35,6 +35,7 @@ ErrorCode = Literal[
     "lease_not_found",
     "lease_lost",
     "timeout",
+    "over_capacity",
     "unsupported_version",
     "internal",
 ]

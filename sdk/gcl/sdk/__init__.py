@@ -19,6 +19,7 @@ from gcl.sdk.exceptions import (
     LeaseNotFound,
     LimitExists,
     LimitNotFound,
+    OverCapacity,
     RequestError,
 )
 from gcl.sdk.identity import per_worker, worker_id
@@ -46,6 +47,7 @@ __all__ = [
     "LimitInfo",
     "LimitNotFound",
     "NatsSettings",
+    "OverCapacity",
     "RequestError",
     "WaiterInfo",
     "events",
