@@ -23,14 +23,14 @@ def waiter(request_id: str, *names: str) -> Waiter:
 
 def test_ranked_matches_a_list_under_random_removals() -> None:
     rng = random.Random(7)
-    ranked: Ranked[int] = Ranked()
+    ranked: Ranked[str] = Ranked(lambda item: item)
     model: list[str] = []
     for step in range(3_000):
         if model and rng.random() < 0.45:
             gone = model.pop(rng.randrange(len(model)))
             assert ranked.pop(gone) is not None
         else:
-            ranked.add(f"i{step}", step)
+            ranked.add(f"i{step}")
             model.append(f"i{step}")
         if model and step % 50 == 0:
             assert list(ranked) == model

@@ -20,17 +20,22 @@ from gcl.coordinator.clock import Clock
 from gcl.coordinator.errors import Refusal
 from gcl.coordinator.leases import Lease
 from gcl.coordinator.limits import Limit
+from gcl.coordinator.paging import Cursors
+from gcl.coordinator.ranked import Ranked
 from gcl.coordinator.waiters import Waiter, WaitQueues
 from gcl.protocol import (
+    DEFAULT_PAGE,
     AcquireRequest,
     AcquireResult,
     Event,
     EventKind,
     Holder,
     LeaseInfo,
+    LeaseList,
     LimitCreate,
     LimitDetail,
     LimitInfo,
+    LimitList,
     LimitUpdate,
     ReleaseResult,
     RenewResult,
@@ -57,7 +62,8 @@ class Engine:
         self.keepalive_seconds = keepalive_seconds
         self.bounds = bounds or Bounds()
         self.limits: dict[str, Limit] = {}
-        self.leases: dict[str, Lease] = {}
+        self.leases: Ranked[Lease] = Ranked(_lease_id)  # in grant order, for paged listing
+        self.cursors = Cursors()
         self.lease_by_request: dict[str, str] = {}
         self.queues = WaitQueues()
         self.changes = Changes()
@@ -358,7 +364,7 @@ class Engine:
 
     def _attach(self, lease: Lease) -> None:
         lease.holder = self._share_holder(lease.holder)
-        self.leases[lease.lease_id] = lease
+        self.leases.add(lease)
         self.lease_by_request[lease.request_id] = lease.lease_id
         heapq.heappush(self._expiries, (lease.expires_at, lease.lease_id))
         for name in lease.names:
@@ -731,14 +737,66 @@ class Engine:
             if pattern is None or naming.matches(name, pattern)
         ]
 
-    def detail(self, name: str) -> LimitDetail:
+    def page_limits(self, pattern: str | None, size: int, cursor: str | None) -> LimitList:
+        """Limits sorted by name, `size` at most, after the cursor's name."""
+        found = self.cursors.read(cursor, "n")
+        after = found[1] if found else None
+        names = (
+            n
+            for n in self.limits
+            if (after is None or n > after) and (pattern is None or naming.matches(n, pattern))
+        )
+        chosen = heapq.nsmallest(size + 1, names)  # O(limits · log size), no full sort
+        page = chosen[:size]
+        following = self.cursors.make("n", page[-1]) if len(chosen) > size else None
+        return LimitList(limits=[self.limit_info(n) for n in page], next_cursor=following)
+
+    def page_leases(self, name: str | None, size: int, cursor: str | None) -> LeaseList:
+        """Live leases in grant order (oldest first), on all limits or on one."""
+        found = self.cursors.read_key(cursor, "l")
+        after = found[1] if found else None
+        chosen = self._lease_page(name, after, size + 1)
+        page = chosen[:size]
+        following = self.cursors.make("l", page[-1][0]) if len(chosen) > size else None
+        now = self.clock.now()
+        return LeaseList(leases=[lease.info(now) for _, lease in page], next_cursor=following)
+
+    def _lease_page(self, name: str | None, after: int | None, count: int) -> list[Keyed]:
+        if name is None:
+            return self.leases.after(after, count)  # O(log leases)
+        keyed = ((self.leases.key(i), i) for i in self._limit(name).lease_ids)
+        if after is not None:
+            keyed = ((k, i) for k, i in keyed if k > after)
+        # O(leases on the limit), which max_leases_per_limit bounds
+        return [(k, self.leases[i]) for k, i in heapq.nsmallest(count, keyed)]
+
+    def detail(self, name: str, size: int = DEFAULT_PAGE, cursor: str | None = None) -> LimitDetail:
+        """The limit's figures, then one page of its holders (oldest first) followed by its
+        queue (in order, with positions): holders first, then waiters, `size` in all."""
         limit = self._limit(name)
         now = self.clock.now()
-        holders = sorted((self.leases[i] for i in limit.lease_ids), key=lambda x: x.granted_mono)
+        kind, after = self.cursors.read_key(cursor, "hw") or ("h", None)
+        holders: list[Keyed] = []
+        following = None
+        if kind == "h":
+            holders = self._lease_page(name, after, size + 1)
+            if len(holders) > size:
+                holders = holders[:size]
+                following = self.cursors.make("h", holders[-1][0])
+            kind, after, size = "w", None, size - len(holders)
+        waiters: list[tuple[int, int, Waiter]] = []
+        if following is None and size == 0 and self.queues.depth(name):
+            following = self.cursors.make("w", "")
+        elif following is None:
+            waiters = self.queues.page(name, after, size + 1)
+            if len(waiters) > size:
+                waiters = waiters[:size]
+                following = self.cursors.make("w", waiters[-1][0])
         return LimitDetail(
-            limit=self.limit_info(name),
-            holders=[lease.info(now) for lease in holders],
-            waiters=[w.info(now, i) for i, w in enumerate(self.queues.queue(name))],
+            limit=limit.info(now, self.queues.depth(name)),
+            holders=[lease.info(now) for _, lease in holders],
+            waiters=[waiter.info(now, position) for _, position, waiter in waiters],
+            next_cursor=following,
         )
 
     def list_leases(self, name: str | None = None) -> list[LeaseInfo]:
@@ -827,6 +885,11 @@ class Engine:
 
 
 HolderKey = tuple[str, str, int]
+Keyed = tuple[int, Lease]  # a lease with its arrival key (its place in grant order)
+
+
+def _lease_id(lease: Lease) -> str:
+    return lease.lease_id
 
 
 def _holder_key(holder: Holder) -> HolderKey:

@@ -37,9 +37,10 @@ from gcl.protocol import (
     Deleted,
     ErrorBody,
     Event,
-    LeaseList,
+    LeaseListRequest,
     LeaseRef,
-    LimitList,
+    LimitGetRequest,
+    LimitListRequest,
     Message,
     Pong,
     Reply,
@@ -66,6 +67,7 @@ Handler = Callable[[Any], BaseModel]
 # granted twice). Everything else waits for its commit, in order.
 MAX_FIELD_ECHO = 200  # an error echoes at most this much of the caller's input
 _REVEAL_NOTHING = frozenset({ops.RENEW.name, ops.RELEASE.name, ops.PING.name})
+_PAGED = (LimitGetRequest, LimitListRequest, LeaseListRequest)  # listings: page size `limit`
 
 
 class Coordinator:
@@ -99,13 +101,13 @@ class Coordinator:
             ops.WAIT_KEEPALIVE: lambda r: e.keepalive(r.request_id),
             ops.WAIT_WITHDRAW: lambda r: e.withdraw(r.request_id, r.reason),
             ops.LIMIT_CREATE: e.create_limit,
-            ops.LIMIT_GET: lambda r: e.detail(r.name),
-            ops.LIMIT_LIST: lambda r: LimitList(limits=e.list_limits(r.pattern)),
+            ops.LIMIT_GET: lambda r: e.detail(r.name, r.limit, r.cursor),
+            ops.LIMIT_LIST: lambda r: e.page_limits(r.pattern, r.limit, r.cursor),
             ops.LIMIT_UPDATE: e.update_limit,
             ops.LIMIT_DELETE: lambda r: Deleted(
                 name=r.name, released_leases=e.delete_limit(r.name)
             ),
-            ops.LEASE_LIST: lambda r: LeaseList(leases=e.list_leases(r.name)),
+            ops.LEASE_LIST: lambda r: e.page_leases(r.name, r.limit, r.cursor),
             ops.LEASE_REVOKE: self._revoke,
             ops.PING: lambda r: Pong(
                 coordinator_id=self.id, started_at=self.started_at, version=VERSION
@@ -213,6 +215,12 @@ class Coordinator:
             self._check_size(data)
             request = _parse(request_type, data)
             reply = _ok(handler(request))
+            while (
+                len(reply) > self._max_reply and isinstance(request, _PAGED) and request.limit > 1
+            ):
+                # a page of long items: halve it (a listing is a pure read, safe to redo)
+                request = request.model_copy(update={"limit": request.limit // 2})
+                reply = _ok(handler(request))
             if len(reply) > self._max_reply:
                 return _error(
                     "invalid_request",

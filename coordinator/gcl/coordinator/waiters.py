@@ -60,8 +60,8 @@ class WaitQueues:
         for name in waiter.names:
             queue = self._queues.get(name)
             if queue is None:
-                queue = self._queues[name] = Ranked()
-            queue.add(waiter.request_id, waiter)
+                queue = self._queues[name] = Ranked(_request_id)
+            queue.add(waiter)
 
     def remove(self, waiter: Waiter) -> None:
         self.by_request.pop(waiter.request_id, None)
@@ -103,3 +103,7 @@ class WaitQueues:
             return []
         first = queue.rank_of_key(found[0][0])
         return [(key, first + i, waiter) for i, (key, waiter) in enumerate(found)]
+
+
+def _request_id(waiter: Waiter) -> str:
+    return waiter.request_id
