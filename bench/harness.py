@@ -17,8 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from gcl.coordinator.nats_auth import default_credentials, server_config, write_credentials
 from gcl.coordinator.nats_server import NatsServer
 from gcl.sdk.admin import AsyncAdminClient
+from gcl.sdk.discovery import credential_file
 from gcl.sdk.exceptions import CoordinatorUnavailable
 from gcl.sdk.settings import ClientSettings
 
@@ -54,10 +56,19 @@ def postgres_url() -> str:
 class Cluster:
     """NATS plus one coordinator process, all under one temporary folder, torn down by `close`."""
 
-    def __init__(self, db: str, coordinator_prefix: str = "") -> None:
+    def __init__(self, db: str, coordinator_prefix: str = "", auth: bool = False) -> None:
+        """`auth`: NATS with gcl's roles (as `gcl up` runs it); clients act as the operator,
+        in this process and in the load processes (they inherit GCL_NATS_CREDENTIALS)."""
         self._tmp = tempfile.TemporaryDirectory(prefix="gcl-bench-")
         self.dir = Path(self._tmp.name)
-        self.nats = NatsServer(self.dir / "nats")
+        self.auth = auth
+        config = None
+        if auth:
+            credentials = default_credentials()
+            write_credentials(self.dir, credentials)
+            config = server_config(credentials, "gcl")
+            os.environ["GCL_NATS_CREDENTIALS"] = str(credential_file("operator", self.dir))
+        self.nats = NatsServer(self.dir / "nats", config=config)
         self.db_url = postgres_url() if db == "postgres" else f"sqlite:///{self.dir / 'gcl.db'}"
         self.log_path = self.dir / "coordinator.log"
         self.prefix_cmd = shlex.split(coordinator_prefix)
@@ -81,6 +92,8 @@ class Cluster:
             "GCL_DB_URL": self.db_url,
             "PYTHONPATH": str(ROOT),
         }
+        if self.auth:
+            env["GCL_NATS_CREDENTIALS"] = str(credential_file("coordinator", self.dir))
         command = [*self.prefix_cmd, sys.executable, "-m", "gcl.cli", "serve"]
         with open(self.log_path, "ab") as log:
             launched = time.monotonic()
@@ -156,6 +169,8 @@ class Cluster:
             try:
                 self.nats.stop()
             finally:
+                if self.auth:
+                    os.environ.pop("GCL_NATS_CREDENTIALS", None)
                 self._tmp.cleanup()
 
 

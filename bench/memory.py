@@ -37,7 +37,10 @@ def fill(engine: Engine, store: Store, limits: int, leases: int) -> None:
     for j in range(leases):
         holder = Holder(worker_id=f"worker-{j % 200}", host="host-a", pid=1000 + j % 200)
         raw = AcquireRequest(
-            request_id=f"req-{j}", names=[f"limit-{j % limits}"], holder=holder
+            secret="test-secret-0123456789",
+            request_id=f"req-{j}",
+            names=[f"limit-{j % limits}"],
+            holder=holder,
         ).model_dump_json()
         engine.acquire(AcquireRequest.model_validate_json(raw))
         if j % 1000 == 999:

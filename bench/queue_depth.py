@@ -32,6 +32,7 @@ from gcl.protocol import AcquireRequest, Holder, LimitCreate
 from tests.support.clock import FakeClock
 
 OPERATIONS = ("enqueue", "grant", "withdraw", "position")
+SECRET = "bench-secret-0123456789"
 
 
 def make_engine(depth: int) -> Engine:
@@ -59,7 +60,9 @@ class Queue:
     def request(self) -> AcquireRequest:
         self.serial += 1
         holder = Holder(worker_id=f"worker-{self.serial}", host="bench", pid=self.serial)
-        return AcquireRequest(request_id=f"r{self.serial}", names=["q"], holder=holder)
+        return AcquireRequest(
+            secret=SECRET, request_id=f"r{self.serial}", names=["q"], holder=holder
+        )
 
     def acquire(self, request: AcquireRequest | None = None) -> str:
         request = request or self.request()
@@ -75,13 +78,13 @@ class Queue:
         middle = self.ids[self.middle]
         self.middle += 2  # per sample the front moves one id on and two are appended
         times["position"].append(timed(lambda: self.engine.queues.position("q", middle)))
-        times["withdraw"].append(timed(lambda: self.engine.withdraw(middle, "cancelled")))
+        times["withdraw"].append(timed(lambda: self.engine.withdraw(middle, SECRET, "cancelled")))
         request = self.request()
         times["enqueue"].append(timed(lambda: self.acquire(request)))
         self.ids.append(request.request_id)
         head = self.engine.queues.head("q")
         assert head is not None
-        times["grant"].append(timed(lambda: self.engine.release(self.lease_id)))
+        times["grant"].append(timed(lambda: self.engine.release(self.lease_id, SECRET)))
         self.lease_id = self._lease(head.request_id)
         self.ids.append(self.acquire())
         self.engine.take_changes()

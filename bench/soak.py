@@ -38,8 +38,8 @@ from gcl.protocol import (  # noqa: E402
     WAIT_KEEPALIVE,
     WAIT_WITHDRAW,
     AcquireRequest,
+    HeldLease,
     Holder,
-    LeaseRef,
     RequestRef,
     Withdraw,
 )
@@ -48,6 +48,7 @@ from gcl.sdk.exceptions import GCLError  # noqa: E402
 from gcl.sdk.transport import Rpc, connect  # noqa: E402
 
 DAY = 86_400.0
+SECRET = "soak-secret-0123456789"  # the requester's own: renewals must present it
 RENEWS_PER_LEASE = 5
 FLAT_RATIO = 1.05  # the last third may be at most 5 % above the first ...
 FLAT_SLACK_MB = 2.0  # ... or 2 MB, whichever is more
@@ -75,12 +76,17 @@ async def churn(rpc: Rpc, serial: itertools.count[int], until: float, counts: Co
         n = next(serial)
         holder = Holder(worker_id=f"soak-{n}", host=f"host-{n % 997}", pid=n % 2**31, label="s")
         request = AcquireRequest(
-            request_id=f"c{n}", names=["soak:free"], lease_ttl=DAY, wait=False, holder=holder
+            secret=SECRET,
+            request_id=f"c{n}",
+            names=["soak:free"],
+            lease_ttl=DAY,
+            wait=False,
+            holder=holder,
         )
         try:
             result = await rpc.call(ACQUIRE, request)
             assert result.lease is not None
-            ref = LeaseRef(lease_id=result.lease.lease_id)
+            ref = HeldLease(lease_id=result.lease.lease_id, secret=SECRET)
             for _ in range(RENEWS_PER_LEASE):
                 await rpc.call(RENEW, ref)
             await rpc.call(RELEASE, ref)
@@ -93,9 +99,11 @@ async def churn(rpc: Rpc, serial: itertools.count[int], until: float, counts: Co
 
 async def renew_one(rpc: Rpc, until: float, counts: Counts) -> None:
     """One lease renewed back to back: every renewal used to leave a heap entry for a TTL."""
-    result = await rpc.call(ACQUIRE, AcquireRequest(request_id="renewed", names=["soak:free"]))
+    result = await rpc.call(
+        ACQUIRE, AcquireRequest(secret=SECRET, request_id="renewed", names=["soak:free"])
+    )
     assert result.lease is not None
-    ref = LeaseRef(lease_id=result.lease.lease_id)
+    ref = HeldLease(lease_id=result.lease.lease_id, secret=SECRET)
     while time.monotonic() < until:
         try:
             await rpc.call(RENEW, ref)
@@ -109,12 +117,16 @@ async def wait_and_leave(rpc: Rpc, serial: itertools.count[int], until: float, c
     while time.monotonic() < until:
         n = next(serial)
         holder = Holder(worker_id=f"waiter-{n}", host="soak", pid=n % 2**31)
-        request = AcquireRequest(request_id=f"w{n}", names=["soak:full"], holder=holder)
+        request = AcquireRequest(
+            secret=SECRET, request_id=f"w{n}", names=["soak:full"], holder=holder
+        )
         try:
             await rpc.call(ACQUIRE, request)
             for _ in range(2):
-                await rpc.call(WAIT_KEEPALIVE, RequestRef(request_id=request.request_id))
-            await rpc.call(WAIT_WITHDRAW, Withdraw(request_id=request.request_id))
+                await rpc.call(
+                    WAIT_KEEPALIVE, RequestRef(request_id=request.request_id, secret=SECRET)
+                )
+            await rpc.call(WAIT_WITHDRAW, Withdraw(request_id=request.request_id, secret=SECRET))
         except GCLError:
             c.errors += 1
             continue
@@ -140,7 +152,9 @@ async def soak(cluster: Cluster, args: argparse.Namespace) -> Counts:
         nc = await connect(settings, "gcl-soak")
         try:
             rpc = Rpc(nc, settings)
-            blocker = await rpc.call(ACQUIRE, AcquireRequest(request_id="b", names=["soak:full"]))
+            blocker = await rpc.call(
+                ACQUIRE, AcquireRequest(secret=SECRET, request_id="b", names=["soak:full"])
+            )
             assert blocker.lease is not None
             began = time.monotonic()
             until = began + args.seconds

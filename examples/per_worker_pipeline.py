@@ -38,7 +38,13 @@ from typing import Any
 from gcl.asyncio import concurrency, get_client
 from gcl.protocol.names import template_matches
 from gcl.sdk.admin import AdminClient
-from gcl.sdk.exceptions import CoordinatorUnavailable, GCLError, LeaseLost, LimitNotFound
+from gcl.sdk.exceptions import (
+    CoordinatorUnavailable,
+    GCLError,
+    LeaseLost,
+    LimitNotFound,
+    PermissionDenied,
+)
 from gcl.sdk.identity import per_worker, worker_id
 from gcl.sdk.settings import NatsSettings
 
@@ -197,8 +203,11 @@ def print_report(report: dict[str, Any], resource: str) -> None:
 
 def check_limits(settings: NatsSettings, resource: str, workers: Sequence[str]) -> None:
     """Refuse to start runs that would find no limit: say which command creates it."""
-    with AdminClient(settings) as admin:
-        limits = admin.list_limits()
+    try:
+        with AdminClient(settings) as admin:
+            limits = admin.list_limits()
+    except PermissionDenied:
+        return  # a worker's credential may not read limits; the runs' strict=True still checks
     names = {info.name for info in limits}
     templates = [info.name for info in limits if info.is_template]
     for worker in workers:
@@ -214,8 +223,8 @@ def worker_limits(
     settings: NatsSettings, resource: str, workers: Sequence[str]
 ) -> dict[str, int | None]:
     """Each worker's limit as it stands after the round (created from the template)."""
-    found: dict[str, int | None] = {}
-    with AdminClient(settings) as admin:
+    found: dict[str, int | None] = dict.fromkeys(workers)
+    with contextlib.suppress(PermissionDenied), AdminClient(settings) as admin:
         for worker in workers:
             try:
                 found[worker] = admin.get_limit(per_worker(resource, worker)).limit.limit
@@ -284,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.nats:
         os.environ["GCL_NATS_URL"] = args.nats  # the runs' processes inherit it
-    settings = NatsSettings()
+    settings = NatsSettings(nats_role="observer")  # reads limits; the runs act as workers
     workers = [w.strip() for w in (args.workers or worker_id()).split(",") if w.strip()]
     try:
         check_limits(settings, args.resource, workers)

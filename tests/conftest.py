@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -30,6 +31,10 @@ from gcl.sdk.exceptions import CoordinatorUnavailable
 from gcl.sdk.settings import ClientSettings
 
 ROOT = Path(__file__).resolve().parent.parent
+# The suite never reads a developer's ./.gcl (a running `gcl up`'s URL and credentials):
+# every process it starts inherits an empty data folder of its own.
+DATA_DIR = Path(tempfile.mkdtemp(prefix="gcl-test-data-"))
+os.environ["GCL_DATA_DIR"] = str(DATA_DIR)
 PG_SERVER = os.environ.get("GCL_TEST_PG_SERVER", "host=127.0.0.1 port=5432 user=postgres")
 # One database per test run, made on first use and dropped at the end: parallel runs (other
 # checkouts, CI) never share tables.

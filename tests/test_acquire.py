@@ -151,7 +151,7 @@ async def test_cancelled_waiter_leaves_the_queue(client: AsyncClient, admin: Asy
 async def test_resent_acquire_gets_the_same_lease(client: AsyncClient, admin: AsyncAdminClient):
     await admin.create_limit("idem", 2)
     rpc: Rpc = await client._ready()
-    request = AcquireRequest(request_id="retry-1", names=["idem"])
+    request = AcquireRequest(request_id="retry-1", secret="retry-secret-0123456789", names=["idem"])
     first = await rpc.call(ACQUIRE, request)
     second = await rpc.call(ACQUIRE, request)
     assert first.lease is not None and second.lease is not None

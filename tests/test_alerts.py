@@ -330,7 +330,13 @@ async def _crash(client: AsyncClient) -> None:
     """A holder that never renews, as a crashed worker would."""
     rpc: Rpc = await client._ready()
     holder = Holder(worker_id="w-crash", host="host-7", pid=4242)
-    request = AcquireRequest(request_id="crash-1", names=["crash"], lease_ttl=1, holder=holder)
+    request = AcquireRequest(
+        request_id="crash-1",
+        secret="crash-secret-0123456789",
+        names=["crash"],
+        lease_ttl=1,
+        holder=holder,
+    )
     assert (await rpc.call(ACQUIRE, request)).status == "granted"
 
 

@@ -33,7 +33,7 @@ from gcl.protocol import (
     OPERATIONS,
     PROTOCOL_VERSION,
     RENEW,
-    LeaseRef,
+    HeldLease,
     LimitInfo,
     Message,
     Reply,
@@ -47,6 +47,7 @@ from tests.conftest import wait_until
 
 PREFIX = "gcl"
 MAX_REQUEST_BYTES: int = CoordinatorSettings.model_fields["max_request_bytes"].default
+HOSTILE_SECRET = "not-the-holders-secret"  # well-formed, but nobody was granted with it
 MODELS: dict[str, type[Message]] = {op.name: op.request for op in OPERATIONS}
 IN_FLIGHT = 32
 REPLY_TIMEOUT = 15.0
@@ -161,7 +162,9 @@ def _foreign_version(data: bytes) -> bool:
         version = json.loads(data).get("v", PROTOCOL_VERSION)
     except (ValueError, AttributeError, RecursionError):
         return False
-    return isinstance(version, int) and not isinstance(version, bool) and version != 1
+    return (
+        isinstance(version, int) and not isinstance(version, bool) and version != PROTOCOL_VERSION
+    )
 
 
 def oracle_case(op: str, data: bytes) -> Case:
@@ -183,11 +186,16 @@ def bases(leases: list[Lease], waiter_request_id: str) -> dict[str, dict[str, An
     """A well-formed payload per operation, aimed at real state: a refusal must not touch it."""
     lease_id = leases[0].lease_id if leases else "no-lease"
     return {
-        "acquire": {"request_id": "hostile-1", "names": ["before:a"], "wait": False},
-        "renew": {"lease_id": lease_id},
-        "release": {"lease_id": lease_id},
-        "wait.keepalive": {"request_id": waiter_request_id},
-        "wait.withdraw": {"request_id": waiter_request_id},
+        "acquire": {
+            "request_id": "hostile-1",
+            "secret": HOSTILE_SECRET,
+            "names": ["before:a"],
+            "wait": False,
+        },
+        "renew": {"lease_id": lease_id, "secret": HOSTILE_SECRET},
+        "release": {"lease_id": lease_id, "secret": HOSTILE_SECRET},
+        "wait.keepalive": {"request_id": waiter_request_id, "secret": HOSTILE_SECRET},
+        "wait.withdraw": {"request_id": waiter_request_id, "secret": HOSTILE_SECRET},
         "admin.limit.create": {"name": "hostile:new", "limit": 1},
         "admin.limit.get": {"name": "before:a"},
         "admin.limit.list": {"pattern": "*"},
@@ -224,7 +232,7 @@ def version_cases(op: str, base: dict[str, Any]) -> list[Case]:
     """Another protocol version is refused before it acts, even when aimed at real state."""
     cases = [
         stated(op, dumps({**base, "v": v}), "unsupported_version", "v")
-        for v in (0, 2, -1, 99, 10**30)
+        for v in (0, PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, -1, 99, 10**30)
     ]
     for v in ("two", None, 1.5, [], {}, 1e308, float("nan"), float("inf")):
         cases.append(stated(op, dumps({**base, "v": v}), "invalid_request", "v"))
@@ -283,9 +291,10 @@ def token_cases(op: str, base: dict[str, Any]) -> list[Case]:
 def unknown_target_cases() -> list[Case]:
     """Well-formed requests for things that do not exist get their own codes, not a crash."""
     ghost = {"lease_id": "0" * 32}
+    held = {**ghost, "secret": HOSTILE_SECRET}
     return [
-        Case("renew", dumps(ghost), "lease_not_found", "lease_id"),
-        Case("release", dumps(ghost), "lease_not_found", "lease_id"),
+        Case("renew", dumps(held), "lease_not_found", "lease_id"),
+        Case("release", dumps(held), "lease_not_found", "lease_id"),
         Case("admin.lease.revoke", dumps(ghost), "lease_not_found", "lease_id"),
         Case("admin.limit.get", dumps({"name": "ghost"}), "limit_not_found", "name"),
         Case("admin.limit.delete", dumps({"name": "ghost"}), "limit_not_found", "name"),
@@ -294,19 +303,40 @@ def unknown_target_cases() -> list[Case]:
         Case("admin.limit.create", dumps({"name": "before:a", "limit": 9}), "limit_exists", "name"),
         Case(
             "acquire",
-            dumps({"request_id": "h-strict", "names": ["ghost"], "strict": True}),
+            dumps(
+                {
+                    "request_id": "h-strict",
+                    "secret": HOSTILE_SECRET,
+                    "names": ["ghost"],
+                    "strict": True,
+                }
+            ),
             "limit_not_found",
             "names",
         ),
         Case(
             "acquire",
-            dumps({"request_id": "h-big", "names": ["before:a"], "occupy": 6}),
+            dumps(
+                {
+                    "request_id": "h-big",
+                    "secret": HOSTILE_SECRET,
+                    "names": ["before:a"],
+                    "occupy": 6,
+                }
+            ),
             "invalid_request",
             "occupy",
         ),
         Case(
             "acquire",
-            dumps({"request_id": "h-rate", "names": ["before:a"], "mode": "rate"}),
+            dumps(
+                {
+                    "request_id": "h-rate",
+                    "secret": HOSTILE_SECRET,
+                    "names": ["before:a"],
+                    "mode": "rate",
+                }
+            ),
             "invalid_request",
             "slot_decay_per_second",
         ),
@@ -547,7 +577,8 @@ async def prove_world_intact(
     rpc = await client._ready()
     for lease in world.leases:
         assert lease.info is not None
-        renewed = await rpc.call(RENEW, LeaseRef(lease_id=lease.info.lease_id))
+        held = HeldLease(lease_id=lease.info.lease_id, secret=lease.secret)
+        renewed = await rpc.call(RENEW, held)
         assert renewed.expires_in == lease.info.ttl
     with pytest.raises(LimitNotFound):
         await admin.get_limit("hostile:new")  # the v2 and misspelt creates did nothing
@@ -646,7 +677,7 @@ async def test_huge_unknown_field_name_still_gets_a_reply(
 async def test_wrong_json_types_are_refused_not_coerced(
     coordinator: Coordinator, raw: NATS, field: str, value: Any
 ) -> None:
-    payload = {"request_id": "lax-1", "names": ["nobody"], field: value}
+    payload = {"request_id": "lax-1", "secret": HOSTILE_SECRET, "names": ["nobody"], field: value}
     case = Case("acquire", dumps(payload), "invalid_request", field)
     check(case, await ask(raw, case))
 

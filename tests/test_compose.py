@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shlex
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import click
@@ -26,7 +27,9 @@ from tests.conftest import ROOT
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-GCL_SERVICES = [name for name, spec in SERVICES.items() if spec.get("image") == "gcl:local"]
+GCL_SERVICES = [
+    name for name, spec in SERVICES.items() if spec.get("image") == "gcl:local" and name != "auth"
+]
 WORKERS = ["worker-1", "worker-2"]
 READ_BY_CODE = (
     {f"GCL_{field.upper()}" for field in CoordinatorSettings.model_fields}
@@ -63,7 +66,7 @@ def as_argv(command: str | list[str]) -> list[str]:
 
 
 def test_every_service_is_there() -> None:
-    expected = {"nats", "postgres", "coordinator", "limits", *WORKERS}
+    expected = {"auth", "nats", "postgres", "coordinator", "limits", *WORKERS}
     assert expected <= set(SERVICES)
     assert set(GCL_SERVICES) == {"coordinator", "limits", *WORKERS}
 
@@ -107,25 +110,34 @@ def test_environment_names_are_ones_the_code_reads(service: str) -> None:
     assert not unknown, f"{service} sets variables nothing reads: {unknown}"
 
 
-def test_coordinator_settings_come_out_of_its_environment(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    env = environment("coordinator")
-    for key, value in env.items():
+def apply_environment(service: str, monkeypatch: pytest.MonkeyPatch, volume: Path) -> None:
+    """Set a service's environment here, its /auth volume played by a folder of fakes."""
+    for key, value in environment(service).items():
+        if key == "GCL_NATS_CREDENTIALS":
+            fake = volume / Path(value).name
+            fake.write_text(f"GCL_NATS_USER=as-{fake.stem}\nGCL_NATS_PASSWORD=x\n")
+            value = str(fake)
         monkeypatch.setenv(key, value)
+
+
+def test_coordinator_settings_come_out_of_its_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    apply_environment("coordinator", monkeypatch, tmp_path)
     settings = CoordinatorSettings()
     assert settings.nats_url == "nats://nats:4222"
-    assert settings.db_url == env["GCL_DB_URL"]
+    assert settings.db_url == environment("coordinator")["GCL_DB_URL"]
+    assert settings.nats_user == "as-coordinator"  # read from its credential file
 
 
 @pytest.mark.parametrize("service, expected", [("worker-1", "gpu-1"), ("worker-2", "gpu-2")])
 def test_workers_have_their_own_worker_id(
-    service: str, expected: str, monkeypatch: pytest.MonkeyPatch
+    service: str, expected: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    for key, value in environment(service).items():
-        monkeypatch.setenv(key, value)
+    apply_environment(service, monkeypatch, tmp_path)
     assert worker_id() == expected
     assert ClientSettings().nats_url == "nats://nats:4222"
+    assert ClientSettings().nats_user == "as-worker"
 
 
 def test_urls_point_at_the_compose_services() -> None:
@@ -180,3 +192,40 @@ def test_dockerfile_installs_the_package_and_runs_gcl_serve() -> None:
     assert ("CMD", '["gcl", "serve"]') in steps
     assert PYPROJECT["project"]["scripts"]["gcl"] == "gcl.cli.main:main"
     assert ("COPY", ". /app") in steps and ("WORKDIR", "/app") in steps
+
+
+ROLE_OF = {"coordinator": "coordinator", "limits": "operator", "worker-1": "worker"}
+ROLE_OF["worker-2"] = "worker"
+
+
+def test_nats_runs_with_the_generated_users_and_permissions() -> None:
+    nats = SERVICES["nats"]
+    argv = as_argv(nats["command"])
+    assert argv[argv.index("-c") + 1] == "/auth/nats-server.conf"
+    assert "gcl-auth:/auth:ro" in nats["volumes"]
+    assert nats["depends_on"]["auth"]["condition"] == "service_completed_successfully"
+
+
+def test_the_auth_service_writes_credentials_into_a_volume_once() -> None:
+    auth = SERVICES["auth"]
+    script = as_argv(auth["command"])[0]
+    guard, _, command = script.partition("||")
+    assert guard.strip() == "test -f /auth/gcl-auth.conf"  # kept across `compose up`
+    check_command(shlex.split(command))
+    assert "gcl auth init --out /auth" in command
+    assert auth["volumes"] == ["gcl-auth:/auth"] and "gcl-auth" in COMPOSE["volumes"]
+
+
+def test_each_service_reads_only_its_own_roles_credential() -> None:
+    for service, role in ROLE_OF.items():
+        env = environment(service)
+        assert env["GCL_NATS_CREDENTIALS"] == f"/auth/{role}.env", service
+        assert not {"GCL_NATS_PASSWORD", "GCL_NATS_TOKEN"} & set(env)  # nothing inline
+        assert "gcl-auth:/auth:ro" in SERVICES[service]["volumes"]
+
+
+def test_no_credential_is_baked_into_the_image() -> None:
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".gcl" in ignored
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "auth" not in dockerfile.lower() and "PASSWORD" not in dockerfile

@@ -24,6 +24,8 @@ from gcl.protocol import (
 )
 from tests.support.clock import FakeClock
 
+SECRET = "test-secret-0123456789"  # every request in these tests is made with it
+
 KEEPALIVE = 2.0
 
 
@@ -50,7 +52,11 @@ def update(engine: Engine, name: str, **settings: Any) -> Changes:
 def ask(engine: Engine, request_id: str, *names: str, **options: Any) -> AcquireResult:
     """Acquire with a notify inbox named after the request, so notices are easy to find."""
     request = AcquireRequest(
-        request_id=request_id, names=list(names), notify=f"inbox.{request_id}", **options
+        secret=SECRET,
+        request_id=request_id,
+        names=list(names),
+        notify=f"inbox.{request_id}",
+        **options,
     )
     return engine.acquire(request)
 
@@ -102,7 +108,7 @@ def test_waiters_are_granted_in_arrival_order(engine: Engine) -> None:
 
     current = holder.lease_id
     for rid in ("w1", "w2", "w3"):
-        engine.release(current)
+        engine.release(current, SECRET)
         changes = engine.take_changes()
         assert granted_ids(changes) == [rid]
         notice = notices(changes)[rid]
@@ -130,7 +136,7 @@ def test_large_request_is_not_starved_by_later_small_ones(engine: Engine) -> Non
     assert engine.limits["db"].held == 1
     engine.take_changes()
 
-    engine.release(holder.lease_id)
+    engine.release(holder.lease_id, SECRET)
     changes = engine.take_changes()
     assert granted_ids(changes) == ["big"]
     assert engine.limits["db"].held == 3
@@ -146,7 +152,7 @@ def test_multi_name_acquire_takes_nothing_until_all_fit(engine: Engine) -> None:
     assert queue(engine, "b") == ["both"]
     engine.take_changes()
 
-    engine.release(holder.lease_id)
+    engine.release(holder.lease_id, SECRET)
     changes = engine.take_changes()
     lease = notices(changes)["both"].lease
     assert lease is not None and sorted(lease.names) == ["a", "b"]
@@ -163,10 +169,10 @@ def test_crossed_name_orders_never_deadlock(engine: Engine) -> None:
     assert queue(engine, "b") == ["ab", "ba"]
     engine.take_changes()
 
-    engine.release(holder.lease_id)
+    engine.release(holder.lease_id, SECRET)
     first = notices(engine.take_changes())["ab"].lease
     assert first is not None
-    engine.release(first.lease_id)
+    engine.release(first.lease_id, SECRET)
     second = notices(engine.take_changes())["ba"].lease
     assert second is not None and sorted(second.names) == ["a", "b"]
     assert len(engine.queues) == 0
@@ -261,7 +267,7 @@ def test_keepalive_keeps_a_waiter_beyond_its_deadline(engine: Engine, clock: Fak
     ask(engine, "w", "gpu")
     for _ in range(5):
         clock.advance(KEEPALIVE * 2.5)
-        assert engine.keepalive("w").status == "queued"
+        assert engine.keepalive("w", SECRET).status == "queued"
         engine.tick()
     assert queue(engine, "gpu") == ["w"]
     assert "waiter.timed_out" not in kinds(engine.take_changes())
@@ -275,7 +281,7 @@ def test_silent_waiter_is_dropped_and_the_next_admitted(engine: Engine, clock: F
     engine.take_changes()
 
     clock.advance(KEEPALIVE * 2)
-    engine.keepalive("alive")
+    engine.keepalive("alive", SECRET)
     engine.tick()
     assert queue(engine, "db") == ["silent", "alive"]  # deadline not reached yet
 
@@ -300,10 +306,10 @@ def test_withdraw_a_queued_waiter(engine: Engine) -> None:
     ask(engine, "h", "gpu")
     ask(engine, "w", "gpu")
     engine.take_changes()
-    assert engine.withdraw("w", "cancelled").status == "withdrawn"
+    assert engine.withdraw("w", SECRET, "cancelled").status == "withdrawn"
     assert kinds(engine.take_changes()) == ["waiter.withdrawn"]
     assert len(engine.queues) == 0
-    assert engine.keepalive("w").status == "unknown"
+    assert engine.keepalive("w", SECRET).status == "unknown"
 
 
 def test_withdraw_for_timeout_is_reported_as_timed_out(engine: Engine) -> None:
@@ -311,7 +317,7 @@ def test_withdraw_for_timeout_is_reported_as_timed_out(engine: Engine) -> None:
     ask(engine, "h", "gpu")
     ask(engine, "w", "gpu")
     engine.take_changes()
-    assert engine.withdraw("w", "timeout").status == "withdrawn"
+    assert engine.withdraw("w", SECRET, "timeout").status == "withdrawn"
     assert kinds(engine.take_changes()) == ["waiter.timed_out"]
 
 
@@ -319,14 +325,14 @@ def test_withdraw_after_a_raced_grant_gives_the_slots_back(engine: Engine) -> No
     create(engine, "gpu", 1)
     holder = lease_of(ask(engine, "h", "gpu"))
     ask(engine, "w", "gpu")
-    engine.release(holder.lease_id)
-    assert engine.keepalive("w").status == "granted"  # the notice may have been lost
+    engine.release(holder.lease_id, SECRET)
+    assert engine.keepalive("w", SECRET).status == "granted"  # the notice may have been lost
     engine.take_changes()
 
-    assert engine.withdraw("w", "cancelled").status == "released"
+    assert engine.withdraw("w", SECRET, "cancelled").status == "released"
     assert kinds(engine.take_changes()) == ["lease.released"]
     assert engine.limits["gpu"].held == 0
-    assert engine.withdraw("w", "cancelled").status == "unknown"
+    assert engine.withdraw("w", SECRET, "cancelled").status == "unknown"
 
 
 # --- holding: expiry, renewal, release, revocation ---------------------------------------
@@ -340,7 +346,7 @@ def test_lease_expires_at_tick_and_admits_the_next(engine: Engine, clock: FakeCl
     engine.take_changes()
 
     clock.advance(4.9)
-    engine.keepalive("w")
+    engine.keepalive("w", SECRET)
     engine.tick()
     assert lease.lease_id in engine.leases
     clock.advance(0.2)
@@ -356,7 +362,7 @@ def test_renew_extends_the_lease(engine: Engine, clock: FakeClock) -> None:
     create(engine, "gpu", 1)
     lease = lease_of(ask(engine, "h", "gpu", lease_ttl=5))
     clock.advance(4)
-    assert engine.renew(lease.lease_id).expires_in == 5
+    assert engine.renew(lease.lease_id, SECRET).expires_in == 5
     clock.advance(4)
     engine.tick()
     assert lease.lease_id in engine.leases
@@ -364,7 +370,7 @@ def test_renew_extends_the_lease(engine: Engine, clock: FakeClock) -> None:
     clock.advance(1.1)
     engine.tick()
     assert lease.lease_id not in engine.leases
-    assert refusal(engine.renew, lease.lease_id).code == "lease_lost"
+    assert refusal(engine.renew, lease.lease_id, SECRET).code == "lease_lost"
 
 
 def test_release_of_an_expired_lease_is_lease_lost(engine: Engine, clock: FakeClock) -> None:
@@ -372,7 +378,7 @@ def test_release_of_an_expired_lease_is_lease_lost(engine: Engine, clock: FakeCl
     lease = lease_of(ask(engine, "h", "gpu", lease_ttl=1))
     clock.advance(2)
     engine.tick()
-    caught = refusal(engine.release, lease.lease_id)
+    caught = refusal(engine.release, lease.lease_id, SECRET)
     assert caught.code == "lease_lost"
     assert "expired" in caught.message
 
@@ -380,16 +386,16 @@ def test_release_of_an_expired_lease_is_lease_lost(engine: Engine, clock: FakeCl
 def test_second_release_reports_not_released(engine: Engine) -> None:
     create(engine, "gpu", 1)
     lease = lease_of(ask(engine, "h", "gpu"))
-    assert engine.release(lease.lease_id).released is True
+    assert engine.release(lease.lease_id, SECRET).released is True
     engine.take_changes()
-    assert engine.release(lease.lease_id).released is False
+    assert engine.release(lease.lease_id, SECRET).released is False
     assert kinds(engine.take_changes()) == []
     assert engine.limits["gpu"].held == 0
 
 
 def test_release_of_an_unknown_lease_is_not_found(engine: Engine) -> None:
-    assert refusal(engine.release, "nope").code == "lease_not_found"
-    assert refusal(engine.renew, "nope").code == "lease_not_found"
+    assert refusal(engine.release, "nope", SECRET).code == "lease_not_found"
+    assert refusal(engine.renew, "nope", SECRET).code == "lease_not_found"
 
 
 def test_revoke_ends_the_lease_and_admits_the_next(engine: Engine) -> None:
@@ -401,7 +407,7 @@ def test_revoke_ends_the_lease_and_admits_the_next(engine: Engine) -> None:
     changes = engine.take_changes()
     assert kinds(changes)[:2] == ["lease.revoked", "lease.granted"]
     assert granted_ids(changes) == ["w"]
-    assert refusal(engine.release, lease.lease_id).code == "lease_lost"
+    assert refusal(engine.release, lease.lease_id, SECRET).code == "lease_lost"
     assert refusal(engine.revoke, lease.lease_id).code == "lease_not_found"
 
 
@@ -417,10 +423,10 @@ def test_lowering_below_held_keeps_holders_and_new_grants_wait(engine: Engine) -
     assert ask(engine, "w", "db").status == "queued"
 
     for lease in leases[:2]:
-        engine.release(lease.lease_id)
+        engine.release(lease.lease_id, SECRET)
         assert queue(engine, "db") == ["w"], "granted while the limit was still over-held"
     engine.take_changes()
-    engine.release(leases[2].lease_id)
+    engine.release(leases[2].lease_id, SECRET)
     assert granted_ids(engine.take_changes()) == ["w"]
 
 
@@ -460,7 +466,7 @@ def test_deactivating_admits_the_queue_and_reactivating_stays_truthful(engine: E
     info = engine.limit_info("gpu")
     assert (info.held, info.leases, info.occupied, info.limit) == (3, 3, 3, 1)
     assert ask(engine, "w3", "gpu").status == "queued"
-    engine.release(holder.lease_id)
+    engine.release(holder.lease_id, SECRET)
     assert queue(engine, "gpu") == ["w3"]
 
 
@@ -583,17 +589,17 @@ def test_fencing_tokens_and_leases_survive_restore(clock: FakeClock) -> None:
     kept = lease_of(ask(engine, "keep", "a", "b"))
     saved.merge(engine.take_changes())
     gone = lease_of(ask(engine, "gone", "a"))
-    engine.release(gone.lease_id)
+    engine.release(gone.lease_id, SECRET)
     saved.merge(engine.take_changes())
     assert list(saved.leases_added) == [kept.lease_id]
 
     clock.advance(100)
     restored = _restore(clock, saved)
     assert restored.limits["a"].held == 1 and restored.limits["b"].held == 1
-    assert restored.renew(kept.lease_id).expires_in == kept.ttl
+    assert restored.renew(kept.lease_id, SECRET).expires_in == kept.ttl
     fresh = lease_of(ask(restored, "new", "a", "b")).fencing_tokens
     assert fresh == {"a": gone.fencing_tokens["a"] + 1, "b": kept.fencing_tokens["b"] + 1}
-    restored.release(kept.lease_id)
+    restored.release(kept.lease_id, SECRET)
     assert restored.limits["a"].held == 1
 
 

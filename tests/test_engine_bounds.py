@@ -17,6 +17,8 @@ from gcl.coordinator.limits import Limit
 from gcl.protocol import AcquireRequest, Holder, LimitCreate, LimitUpdate
 from tests.support.clock import FakeClock
 
+SECRET = "test-secret-0123456789"  # every request here is made with it
+
 CYCLES = 5_000
 DAY = 86_400.0
 
@@ -35,14 +37,16 @@ def engine(clock: FakeClock) -> Engine:
 
 def request(i: int, *, ttl: float = DAY) -> AcquireRequest:
     holder = Holder(worker_id=f"worker-{i}", host=f"host-{i}", pid=i, label=f"job-{i}")
-    return AcquireRequest(request_id=f"r{i}", names=["gpu"], lease_ttl=ttl, holder=holder)
+    return AcquireRequest(
+        secret=SECRET, request_id=f"r{i}", names=["gpu"], lease_ttl=ttl, holder=holder
+    )
 
 
 def test_distinct_holders_are_forgotten_with_their_leases(engine: Engine) -> None:
     for i in range(CYCLES):
         result = engine.acquire(request(i))
         assert result.lease is not None
-        engine.release(result.lease.lease_id)
+        engine.release(result.lease.lease_id, SECRET)
         engine.take_changes()
     assert len(engine.leases) == 0
     assert len(engine._holders) == 0
@@ -54,7 +58,7 @@ def test_a_shared_holder_is_kept_while_any_lease_uses_it(engine: Engine) -> None
     holder = Holder(worker_id="w", host="h", pid=1)
     leases = []
     for i in range(3):
-        ask = AcquireRequest(request_id=f"p{i}", names=["pool"], holder=holder)
+        ask = AcquireRequest(secret=SECRET, request_id=f"p{i}", names=["pool"], holder=holder)
         result = engine.acquire(ask)
         assert result.lease is not None
         leases.append(result.lease.lease_id)
@@ -62,9 +66,9 @@ def test_a_shared_holder_is_kept_while_any_lease_uses_it(engine: Engine) -> None
     shared = engine.leases[leases[0]].holder
     assert all(engine.leases[i].holder is shared for i in leases)
     for lease_id in leases[:2]:
-        engine.release(lease_id)
+        engine.release(lease_id, SECRET)
     assert engine._holders[holder][1] == 1
-    engine.release(leases[2])
+    engine.release(leases[2], SECRET)
     assert holder not in engine._holders
 
 
@@ -74,7 +78,7 @@ def test_renewals_keep_one_expiry_entry_per_lease(engine: Engine, clock: FakeClo
     lease_id = result.lease.lease_id
     for _ in range(20_000):
         clock.advance(0.5)
-        engine.renew(lease_id)
+        engine.renew(lease_id, SECRET)
         engine.tick()
     assert len(engine._expiries) == 1
     assert lease_id in engine.leases
@@ -90,8 +94,8 @@ def test_waiters_that_come_and_go_leave_no_deadlines(engine: Engine, clock: Fake
     for i in range(1, CYCLES):
         assert engine.acquire(request(i)).status == "queued"
         for _ in range(3):
-            engine.keepalive(f"r{i}")
-        engine.withdraw(f"r{i}", "cancelled")
+            engine.keepalive(f"r{i}", SECRET)
+        engine.withdraw(f"r{i}", SECRET, "cancelled")
     assert len(engine.queues) == 0
     assert len(engine._waiter_deadlines) <= COMPACT_SLACK
 
@@ -103,7 +107,7 @@ def test_a_waiter_kept_alive_is_dropped_only_when_it_goes_silent(
     assert engine.acquire(request(1)).status == "queued"
     for _ in range(100):
         clock.advance(2)
-        engine.keepalive("r1")
+        engine.keepalive("r1", SECRET)
         engine.tick()
     assert "r1" in engine.queues
     assert len(engine._waiter_deadlines) == 1
@@ -136,7 +140,7 @@ def test_waiters_per_limit_are_capped(clock: FakeClock) -> None:
     assert refusal.field == "names"
     for part in ("'gpu'", "3", "max_waiters_per_limit", "GCL_MAX_WAITERS_PER_LIMIT"):
         assert part in refusal.message
-    engine.withdraw("r2", "cancelled")
+    engine.withdraw("r2", SECRET, "cancelled")
     assert engine.acquire(request(4)).status == "queued"
 
 
@@ -145,19 +149,24 @@ def test_waiters_per_holder_are_capped_across_limits(clock: FakeClock) -> None:
     holder = Holder(worker_id="w", host="h", pid=7, label="one")
     for name in ("a", "b", "c"):
         engine.create_limit(LimitCreate(name=name, limit=1))
-        engine.acquire(AcquireRequest(request_id=f"hold-{name}", names=[name]))
+        engine.acquire(AcquireRequest(secret=SECRET, request_id=f"hold-{name}", names=[name]))
     for i, name in enumerate(("a", "b")):
-        ask = AcquireRequest(request_id=f"q{i}", names=[name], holder=holder)
+        ask = AcquireRequest(secret=SECRET, request_id=f"q{i}", names=[name], holder=holder)
         assert engine.acquire(ask).status == "queued"
     relabelled = holder.model_copy(update={"label": "another label, same process"})
-    refusal = over(engine.acquire, AcquireRequest(request_id="q3", names=["c"], holder=relabelled))
-    assert refusal.field == "holder" and "GCL_MAX_WAITERS_PER_HOLDER" in refusal.message
-    other = AcquireRequest(request_id="q4", names=["c"], holder=Holder(worker_id="w", pid=8))
-    assert engine.acquire(other).status == "queued"
-    engine.release(engine.lease_by_request["hold-a"])  # q0 is admitted: one waiter fewer
-    assert engine.acquire(AcquireRequest(request_id="q5", names=["c"], holder=holder)).status == (
-        "queued"
+    refusal = over(
+        engine.acquire,
+        AcquireRequest(secret=SECRET, request_id="q3", names=["c"], holder=relabelled),
     )
+    assert refusal.field == "holder" and "GCL_MAX_WAITERS_PER_HOLDER" in refusal.message
+    other = AcquireRequest(
+        secret=SECRET, request_id="q4", names=["c"], holder=Holder(worker_id="w", pid=8)
+    )
+    assert engine.acquire(other).status == "queued"
+    engine.release(engine.lease_by_request["hold-a"], SECRET)  # q0 is admitted: one waiter fewer
+    assert engine.acquire(
+        AcquireRequest(secret=SECRET, request_id="q5", names=["c"], holder=holder)
+    ).status == ("queued")
     assert engine._waiting_holders[("w", "h", 7)] == 2
 
 
@@ -178,7 +187,7 @@ def test_leases_per_limit_are_capped_on_inactive_limits_too(clock: FakeClock) ->
     refusal = over(engine.acquire, request(3).model_copy(update={"names": ["dry"]}))
     assert "'dry'" in refusal.message and "GCL_MAX_LEASES_PER_LIMIT" in refusal.message
     engine.update_limit(LimitUpdate(name="dry", slot_decay_per_second=1.0))
-    rate = AcquireRequest(request_id="rate", names=["dry"], mode="rate")
+    rate = AcquireRequest(secret=SECRET, request_id="rate", names=["dry"], mode="rate")
     assert engine.acquire(rate).status == "granted"  # rate grants hold no lease
 
 
@@ -186,17 +195,19 @@ def test_a_waiter_at_the_lease_cap_waits_for_a_lease_to_end(clock: FakeClock) ->
     engine = capped(clock, max_leases_per_limit=2)
     engine.create_limit(LimitCreate(name="pool", limit=10, slot_decay_per_second=1.0))
     engine.create_limit(LimitCreate(name="one", limit=1))
-    first = engine.acquire(AcquireRequest(request_id="p0", names=["pool"]))
-    engine.acquire(AcquireRequest(request_id="p1", names=["pool"]))
-    engine.acquire(AcquireRequest(request_id="o", names=["one"]))
-    both = AcquireRequest(request_id="both", names=["pool", "one"])
+    first = engine.acquire(AcquireRequest(secret=SECRET, request_id="p0", names=["pool"]))
+    engine.acquire(AcquireRequest(secret=SECRET, request_id="p1", names=["pool"]))
+    engine.acquire(AcquireRequest(secret=SECRET, request_id="o", names=["one"]))
+    both = AcquireRequest(secret=SECRET, request_id="both", names=["pool", "one"])
     assert engine.acquire(both).status == "queued"
-    engine.release(engine.lease_by_request["o"])  # room on `one`; `pool` is at its lease cap
+    engine.release(
+        engine.lease_by_request["o"], SECRET
+    )  # room on `one`; `pool` is at its lease cap
     assert "both" in engine.queues
     deadline = engine.next_deadline()
     assert deadline is None or deadline > clock.now()  # no busy timer on a lease cap
     assert first.lease is not None
-    engine.release(first.lease.lease_id)
+    engine.release(first.lease.lease_id, SECRET)
     assert "both" in engine.lease_by_request
 
 
@@ -216,10 +227,10 @@ def test_limits_are_capped(clock: FakeClock) -> None:
     engine.create_limit(LimitCreate(name="t:{worker_id}", limit=1))
     refusal = over(engine.create_limit, LimitCreate(name="c", limit=1))
     assert refusal.field == "name" and "GCL_MAX_LIMITS" in refusal.message
-    refusal = over(engine.acquire, AcquireRequest(request_id="x", names=["t:w1"]))
+    refusal = over(engine.acquire, AcquireRequest(secret=SECRET, request_id="x", names=["t:w1"]))
     assert refusal.field == "names"
     engine.delete_limit("a")
-    assert engine.acquire(AcquireRequest(request_id="x", names=["t:w1"])).lease
+    assert engine.acquire(AcquireRequest(secret=SECRET, request_id="x", names=["t:w1"])).lease
 
 
 def test_template_instances_are_capped_and_counted_again_after_restore(
@@ -228,16 +239,20 @@ def test_template_instances_are_capped_and_counted_again_after_restore(
     engine = capped(clock, max_instances_per_template=2)
     engine.create_limit(LimitCreate(name="gpu:{worker_id}", limit=1))
     for worker in ("w1", "w2"):
-        assert engine.acquire(AcquireRequest(request_id=worker, names=[f"gpu:{worker}"])).lease
-    refusal = over(engine.acquire, AcquireRequest(request_id="w3", names=["gpu:w3"]))
+        assert engine.acquire(
+            AcquireRequest(secret=SECRET, request_id=worker, names=[f"gpu:{worker}"])
+        ).lease
+    refusal = over(engine.acquire, AcquireRequest(secret=SECRET, request_id="w3", names=["gpu:w3"]))
     assert "'gpu:{worker_id}'" in refusal.message
     assert "GCL_MAX_INSTANCES_PER_TEMPLATE" in refusal.message
     engine.delete_limit("gpu:w1")
-    assert engine.acquire(AcquireRequest(request_id="w3", names=["gpu:w3"])).lease
+    assert engine.acquire(AcquireRequest(secret=SECRET, request_id="w3", names=["gpu:w3"])).lease
 
     restored = capped(clock, max_instances_per_template=2)
     restored.restore([store_copy(limit) for limit in engine.limits.values()], [])
-    refusal = over(restored.acquire, AcquireRequest(request_id="w4", names=["gpu:w4"]))
+    refusal = over(
+        restored.acquire, AcquireRequest(secret=SECRET, request_id="w4", names=["gpu:w4"])
+    )
     assert refusal.code == "over_capacity"
 
 

@@ -40,6 +40,8 @@ from gcl.protocol import (
 )
 from tests.support.clock import FakeClock
 
+SECRET = "test-secret-0123456789"  # every request in these tests is made with it
+
 TEMPLATE = "t:{worker_id}"
 LIMIT_NAMES = ["a", "b", "c", TEMPLATE]
 ACQUIRE_NAMES = ["a", "b", "c", "t:1", "t:2"]
@@ -266,6 +268,7 @@ class EngineMachine(RuleBasedStateMachine):
     def _acquire(self, ask: Ask) -> None:
         self.serial += 1
         request = AcquireRequest(
+            secret=SECRET,
             request_id=f"r{self.serial}",
             names=list(ask.names),
             occupy=ask.occupy,
@@ -319,7 +322,7 @@ class EngineMachine(RuleBasedStateMachine):
     def _release(self, lease_id: str, live: bool) -> None:
         ended = self.ended_as.get(lease_id)
         try:
-            result = self.engine.release(lease_id)
+            result = self.engine.release(lease_id, SECRET)
         except Refusal as refusal:
             expected = "lease_not_found" if lease_id in self.rate_leases else "lease_lost"
             assert not live and refusal.code == expected, (refusal.code, ended)
@@ -330,7 +333,7 @@ class EngineMachine(RuleBasedStateMachine):
 
     def _renew(self, lease_id: str, live: bool) -> None:
         try:
-            self.engine.renew(lease_id)
+            self.engine.renew(lease_id, SECRET)
         except Refusal as refusal:
             assert not live and refusal.code in {"lease_lost", "lease_not_found"}
         else:
@@ -360,10 +363,10 @@ class EngineMachine(RuleBasedStateMachine):
         waiting = request_id in self.engine.queues
         holding = request_id in self.engine.lease_by_request
         if action == "keepalive":
-            status = self.engine.keepalive(request_id).status
+            status = self.engine.keepalive(request_id, SECRET).status
             assert status == ("queued" if waiting else "granted" if holding else "unknown")
         else:
-            status = self.engine.withdraw(request_id, action).status
+            status = self.engine.withdraw(request_id, SECRET, action).status
             assert status == ("withdrawn" if waiting else "released" if holding else "unknown")
             assert request_id not in self.engine.queues
             assert request_id not in self.engine.lease_by_request
@@ -372,7 +375,7 @@ class EngineMachine(RuleBasedStateMachine):
     def _keepalive_all(self) -> None:
         """Live workers send keepalives on a timer; this is that timer firing for all of them."""
         for request_id in list(self.engine.queues.by_request):
-            assert self.engine.keepalive(request_id).status == "queued"
+            assert self.engine.keepalive(request_id, SECRET).status == "queued"
         self.observe()
 
     # --- time ---------------------------------------------------------------------------

@@ -49,7 +49,11 @@ async def _unrenewed_lease(client: AsyncClient, name: str) -> None:
     """A holder that never renews: what a crashed worker looks like to the coordinator."""
     rpc: Rpc = await client._ready()
     request = AcquireRequest(
-        request_id="crashed-1", names=[name], lease_ttl=1, holder=Holder(worker_id="w9")
+        secret="test-secret-0123456789",
+        request_id="crashed-1",
+        names=[name],
+        lease_ttl=1,
+        holder=Holder(worker_id="w9"),
     )
     result = await rpc.call(ACQUIRE, request)
     assert result.status == "granted"

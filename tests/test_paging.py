@@ -24,6 +24,8 @@ from gcl.tui.source import NatsSource
 from tests.support.clock import FakeClock
 from tests.test_cli import gcl
 
+SECRET = "test-secret-0123456789"  # every request here is made with it
+
 LEASES = 3_000
 WAITERS = 2_500
 
@@ -33,7 +35,9 @@ def fill(engine: Engine, name: str, leases: int, waiters: int, **request: object
     engine.create_limit(LimitCreate(name=name, limit=leases))
     for i in range(leases + waiters):
         holder = Holder(worker_id=f"w{i}", host="test", pid=i)
-        ask = AcquireRequest(request_id=f"{name}-{i}", names=[name], holder=holder, **request)
+        ask = AcquireRequest(
+            secret=SECRET, request_id=f"{name}-{i}", names=[name], holder=holder, **request
+        )
         engine.acquire(ask)
     engine.take_changes()
 
@@ -62,7 +66,7 @@ def test_leases_page_in_grant_order_while_some_end() -> None:
     first = engine.page_leases(None, 10, None)
     assert [lease.request_id for lease in first.leases] == [f"gpu-{i}" for i in range(10)]
     for i in (3, 15, 16):  # one behind the cursor, two ahead of it
-        engine.release(engine.lease_by_request[f"gpu-{i}"])
+        engine.release(engine.lease_by_request[f"gpu-{i}"], SECRET)
     rest = engine.page_leases("gpu", 100, first.next_cursor)
     expected = [f"gpu-{i}" for i in range(10, 30) if i not in (15, 16)]
     assert [lease.request_id for lease in rest.leases] == expected
@@ -140,7 +144,9 @@ async def test_pages_of_long_leases_shrink_to_fit_one_nats_message(
     label = "l" * 200
     for i in range(600):  # ~8 KB each: 2,000 would be ~5 MB, far past NATS's 1 MB
         holder = Holder(worker_id="w" * 200, host="h" * 255, pid=i, label=label)
-        coordinator.engine.acquire(AcquireRequest(request_id=f"r{i}", names=names, holder=holder))
+        coordinator.engine.acquire(
+            AcquireRequest(secret=SECRET, request_id=f"r{i}", names=names, holder=holder)
+        )
     coordinator.engine.take_changes()
     page = await admin.list_leases_page(limit=2_000)
     assert 0 < len(page.leases) < 600 and page.next_cursor is not None

@@ -15,9 +15,11 @@ from gcl.coordinator.waiters import Waiter, WaitQueues
 from gcl.protocol import AcquireRequest, Holder, LimitCreate
 from tests.support.clock import FakeClock
 
+SECRET = "test-secret-0123456789"  # every request here is made with it
+
 
 def waiter(request_id: str, *names: str) -> Waiter:
-    request = AcquireRequest(request_id=request_id, names=list(names))
+    request = AcquireRequest(secret=SECRET, request_id=request_id, names=list(names))
     return Waiter(request, list(names), [], queued_at=0.0, deadline=0.0)
 
 
@@ -94,17 +96,20 @@ def test_pages_resume_after_their_cursor_with_positions() -> None:
 def test_engine_reports_positions_after_middle_withdrawals() -> None:
     engine = Engine(FakeClock())
     engine.create_limit(LimitCreate(name="gpu", limit=1))
-    engine.acquire(AcquireRequest(request_id="holder", names=["gpu"]))
+    engine.acquire(AcquireRequest(secret=SECRET, request_id="holder", names=["gpu"]))
     ids = [f"w{i}" for i in range(200)]
     for i, request_id in enumerate(ids):
         holder = Holder(worker_id=f"worker-{i}")
-        engine.acquire(AcquireRequest(request_id=request_id, names=["gpu"], holder=holder))
+        engine.acquire(
+            AcquireRequest(secret=SECRET, request_id=request_id, names=["gpu"], holder=holder)
+        )
     for request_id in ids[50:150:2]:
-        assert engine.withdraw(request_id, "cancelled").status == "withdrawn"
+        assert engine.withdraw(request_id, SECRET, "cancelled").status == "withdrawn"
     staying = [r for r in ids if r not in set(ids[50:150:2])]
     for expected, request_id in enumerate(staying):
         again = engine.acquire(
             AcquireRequest(
+                secret=SECRET,
                 request_id=request_id,
                 names=["gpu"],
                 holder=Holder(worker_id=f"worker-{ids.index(request_id)}"),

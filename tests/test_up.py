@@ -61,3 +61,42 @@ def test_a_killed_up_leaves_no_nats_behind(tmp_path: Path) -> None:
     proc.kill()
     proc.wait(10)
     assert _port_closes(port), "the private nats-server outlived a SIGKILLed gcl up"
+
+
+def _gcl(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), "GCL_DATA_DIR": str(folder / ".gcl"), **env}
+    environ.pop("GCL_NATS_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "gcl.cli", *args],
+        cwd=folder,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_up_is_secure_by_default_and_its_commands_need_no_extra_step(tmp_path: Path) -> None:
+    proc, port = _start_up(tmp_path)
+    try:
+        auth = tmp_path / ".gcl" / "auth"
+        assert {p.name for p in auth.iterdir()} == {
+            "coordinator.env",
+            "operator.env",
+            "observer.env",
+            "worker.env",
+        }
+        assert all(p.stat().st_mode & 0o077 == 0 for p in auth.iterdir())
+        created = _gcl(tmp_path, "create", "db", "--limit", "2")
+        assert created.returncode == 0, created.stderr
+        listed = _gcl(tmp_path, "ls", "--json")
+        assert listed.returncode == 0 and '"db"' in listed.stdout
+        as_worker = _gcl(tmp_path, "delete", "db", "--yes", GCL_NATS_ROLE="worker")
+        assert as_worker.returncode == 1 and "another gcl role" in as_worker.stderr
+        anonymous = _gcl(
+            tmp_path, "--nats", f"nats://127.0.0.1:{port}", "ls", GCL_DATA_DIR=str(tmp_path / "x")
+        )
+        assert anonymous.returncode == 1 and "refused" in anonymous.stderr  # no credential
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)

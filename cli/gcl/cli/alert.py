@@ -12,7 +12,7 @@ import click
 
 from gcl.alerting.rules import RuleFile, load_rules
 from gcl.alerting.runner import Alerter
-from gcl.sdk.settings import NatsSettings
+from gcl.cli.limits import nats_settings
 
 
 def _describe(rules: RuleFile) -> str:
@@ -73,6 +73,6 @@ def alert(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = NatsSettings(nats_url=ctx.obj["nats_url"], prefix=ctx.obj["prefix"])
+    settings = nats_settings(ctx, "observer")
     banner = f"alerting on {settings.nats_url} ({_describe(rules)})\nCtrl-C stops it."
     asyncio.run(_run(Alerter(rules, settings, durable=durable), banner))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from gcl.sdk.settings import NatsSettings
+from gcl.cli.limits import nats_settings
 
 
 @click.command()
@@ -15,7 +15,7 @@ def dashboard(ctx: click.Context, read_only: bool) -> None:
 
     Keys are in the footer; `?` lists them all, ctrl+p finds any action by name.
     """
-    settings = NatsSettings(nats_url=ctx.obj["nats_url"], prefix=ctx.obj["prefix"])
+    settings = nats_settings(ctx, "observer" if read_only else "operator")
     from gcl.tui import run_dashboard  # Textual loads only here, never for other commands
 
     run_dashboard(settings, read_only=read_only)

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from gcl.cli.limits import role_settings
 from gcl.coordinator.settings import CoordinatorSettings
 from gcl.sdk.admin import AsyncAdminClient
 from gcl.sdk.client import AsyncClient
@@ -49,10 +50,12 @@ DEMO_LIMITS = (
 
 async def run_demo(settings: CoordinatorSettings) -> None:
     """Create the demo limits, then run the workload until cancelled."""
-    nats = NatsSettings(nats_url=settings.nats_url, prefix=settings.prefix)
+    nats = role_settings(settings.nats_url, settings.prefix, "operator")
     await _wait_ready(nats)
     await create_demo_limits(nats)
-    client_settings = ClientSettings(nats_url=settings.nats_url, prefix=settings.prefix)
+    client_settings = ClientSettings(
+        nats_url=settings.nats_url, prefix=settings.prefix, nats_role="operator"
+    )
     clients = [
         AsyncClient(client_settings, label="demo", worker_id=worker)
         for worker in (*WORKERS, "demo")

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import click
 
-from gcl.cli.limits import JSON
+from gcl.cli.limits import JSON, nats_settings
 from gcl.protocol import EVENT_KINDS, Event, LimitInfo
 from gcl.sdk import format as fmt
 from gcl.sdk.events import events as event_stream
@@ -133,7 +133,7 @@ def events(
             raise click.BadParameter(str(exc), param_hint="--since") from None
     elif not follow and durable is None:
         since = DEFAULT_SINCE
-    settings = NatsSettings(nats_url=ctx.obj["nats_url"], prefix=ctx.obj["prefix"])
+    settings = nats_settings(ctx, "observer")
     run = _show(settings, resolve_kinds(kinds), list(names), durable, since, follow, as_json)
     try:
         shown = asyncio.run(run)

@@ -7,6 +7,7 @@ A name containing `{worker_id}` is a template: each worker's first acquire of it
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from gcl.protocol.names import TEMPLATE_FIELD
 from gcl.sdk import format as fmt
 from gcl.sdk.admin import AdminClient
 from gcl.sdk.exceptions import LimitExists
-from gcl.sdk.settings import NatsSettings
+from gcl.sdk.settings import NatsSettings, Role
 
 SLOTS = click.IntRange(0, MAX_SLOTS)
 DECAY = click.FloatRange(0, 1e9)
@@ -41,15 +42,22 @@ def JSON(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts")(folded)
 
 
-def nats_settings(ctx: click.Context) -> NatsSettings:
-    """NATS settings from the group's flags; credentials and TLS come from GCL_* variables."""
+def nats_settings(ctx: click.Context, role: Role = "operator") -> NatsSettings:
+    """NATS settings from the group's flags; credentials and TLS come from GCL_* variables,
+    else from the credential `gcl up` made for `role` (GCL_NATS_ROLE picks another)."""
     obj = ctx.find_root().obj or {}
     try:
-        return NatsSettings(nats_url=obj["nats_url"], prefix=obj["prefix"])
+        return role_settings(obj["nats_url"], obj["prefix"], role)
     except ValidationError as exc:
         problem = exc.errors()[0]
         field = ".".join(str(p) for p in problem["loc"])
         raise click.UsageError(f"{field}: {problem['msg']}") from None
+
+
+def role_settings(nats_url: str, prefix: str, role: Role) -> NatsSettings:
+    """Settings for a command acting as `role`, unless GCL_NATS_ROLE says otherwise."""
+    chosen = os.environ.get("GCL_NATS_ROLE") or role
+    return NatsSettings(nats_url=nats_url, prefix=prefix, nats_role=chosen)
 
 
 @contextmanager

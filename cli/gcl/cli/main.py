@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import click
 
-from gcl.cli import leases, limits
+from gcl.cli import auth, leases, limits
 from gcl.cli.alert import alert
 from gcl.cli.config import resolve_nats_url
 from gcl.cli.dashboard import dashboard
@@ -48,8 +48,13 @@ def cli(ctx: click.Context, nats_url: str | None, prefix: str) -> None:
     Limits:       gcl create 'gpu:{worker_id}' --limit 2   ·   gcl ls   ·   gcl inspect NAME
     Production:   gcl serve --db postgresql+psycopg://user@host/db
     \b
+    Security:     gcl up gives each role a NATS user (.gcl/auth); commands pick theirs
+                  (operator; observer for events/alert/--read-only); `gcl auth init`
+                  writes them for production (docs/security.md).
     Environment:  GCL_NATS_URL, GCL_PREFIX, GCL_DB_URL (serve/up), GCL_DATA_DIR (up);
-                  NATS auth: GCL_NATS_USER + GCL_NATS_PASSWORD, GCL_NATS_TOKEN, GCL_NATS_CREDS;
+                  NATS auth: GCL_NATS_CREDENTIALS (a role's .env file), GCL_NATS_ROLE,
+                  GCL_NATS_USER + GCL_NATS_PASSWORD, GCL_NATS_TOKEN, GCL_NATS_CREDS,
+                  GCL_NATS_NKEY_SEED, GCL_NATS_INBOX_PREFIX;
                   TLS: GCL_NATS_TLS_CA, GCL_NATS_TLS_CERT, GCL_NATS_TLS_KEY.
     Exit codes:   0 ok, 1 user error, 2 coordinator or NATS unreachable.
     """
@@ -68,7 +73,17 @@ def ping(ctx: click.Context) -> None:
     click.echo(f"coordinator {pong.coordinator_id} (v{pong.version}) answers on {url}")
 
 
-for command in (up, serve, dashboard, ping, events, alert, *limits.COMMANDS, *leases.COMMANDS):
+for command in (
+    up,
+    serve,
+    dashboard,
+    ping,
+    events,
+    alert,
+    *limits.COMMANDS,
+    *leases.COMMANDS,
+    *auth.COMMANDS,
+):
     cli.add_command(command)
 
 

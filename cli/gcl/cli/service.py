@@ -15,11 +15,12 @@ from typing import Any
 import click
 
 from gcl.cli.config import URL_FILE, announce_url, data_dir
+from gcl.cli.limits import role_settings
+from gcl.coordinator.nats_auth import local_credentials, server_config
 from gcl.coordinator.nats_server import NatsServer, port_in_use
 from gcl.coordinator.service import Coordinator
 from gcl.coordinator.settings import CoordinatorSettings
 from gcl.sdk.loop_thread import LoopThread
-from gcl.sdk.settings import NatsSettings
 
 db_option = click.option(
     "--db",
@@ -117,6 +118,12 @@ def serve(ctx: click.Context, db_url: str | None, log_level: str, metrics_port: 
 @db_option
 @click.option("--demo", is_flag=True, help="Also create demo limits and run a demo workload")
 @click.option(
+    "--insecure",
+    is_flag=True,
+    help="Run NATS without users and permissions (anyone who reaches the port may do "
+    "anything); by default each role has its own credential in <data-dir>/auth",
+)
+@click.option(
     "--dashboard",
     is_flag=True,
     help="Also open the dashboard in this terminal; quitting it stops everything "
@@ -130,6 +137,7 @@ def up(
     port: int,
     db_url: str | None,
     demo: bool,
+    insecure: bool,
     dashboard: bool,
     log_level: str,
     metrics_port: int,
@@ -148,7 +156,10 @@ def up(
     if port_in_use(port):
         click.echo(f"port {port} is taken on 127.0.0.1; using a free port instead", err=True)
         port = 0
-    server = NatsServer(folder / "nats", port=port).start()
+    config = None
+    if not insecure:
+        config = server_config(local_credentials(folder), ctx.obj["prefix"])
+    server = NatsServer(folder / "nats", port=port, config=config).start()
     url_file = announce_url(folder, server.url)
     settings = CoordinatorSettings(
         nats_url=server.url,
@@ -196,7 +207,7 @@ def _up_with_dashboard(settings: CoordinatorSettings, companion: Companion | Non
         from gcl.tui import run_dashboard  # Textual loads only here
 
         run_dashboard(
-            NatsSettings(nats_url=settings.nats_url, prefix=settings.prefix),
+            role_settings(settings.nats_url, settings.prefix, "operator"),
             configure_logging=False,
         )
     finally:

@@ -9,6 +9,7 @@ service asks `next_deadline()` when to call `tick()` next.
 from __future__ import annotations
 
 import heapq
+import hmac
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -18,7 +19,7 @@ from gcl.coordinator.bounds import Bounds
 from gcl.coordinator.changes import Changes
 from gcl.coordinator.clock import Clock
 from gcl.coordinator.errors import Refusal
-from gcl.coordinator.leases import Lease
+from gcl.coordinator.leases import Lease, secret_digest
 from gcl.coordinator.limits import Limit
 from gcl.coordinator.paging import Cursors
 from gcl.coordinator.ranked import Ranked
@@ -186,15 +187,18 @@ class Engine:
         return self._enqueue(request, names, missing, now)
 
     def _repeat(self, request: AcquireRequest) -> AcquireResult | None:
+        """The answer to a re-sent request; a request_id reused for another request is refused."""
         lease_id = self.lease_by_request.get(request.request_id)
-        if lease_id is not None:
-            return self._granted(request.request_id, self.leases[lease_id], [])
-        spent = self._rate_grants.get(request.request_id)
-        if spent is not None:
-            return self._granted(request.request_id, spent, [])
+        lease = self.leases[lease_id] if lease_id else self._rate_grants.get(request.request_id)
+        if lease is not None:
+            if not _same_request(lease, request):
+                raise _reused(request.request_id)
+            return self._granted(request.request_id, lease, [])
         waiter = self.queues.get(request.request_id)
         if waiter is None:
             return None
+        if waiter.request.model_copy(update={"notify": request.notify}) != request:
+            raise _reused(request.request_id)
         waiter.notify = request.notify or waiter.notify
         self._keep_waiting(waiter, self.clock.now())
         return self._queued(waiter)
@@ -345,6 +349,7 @@ class Engine:
             granted_mono=now,
             expires_at=now + request.lease_ttl,
             fencing_tokens=tokens,
+            secret_hash=secret_digest(request.secret),
         )
         if request.mode == "rate":
             self._spend_rate(lease, now)
@@ -458,15 +463,15 @@ class Engine:
 
     # --- holding ----------------------------------------------------------------------------
 
-    def renew(self, lease_id: str) -> RenewResult:
-        lease = self._live(lease_id)
+    def renew(self, lease_id: str, secret: str) -> RenewResult:
+        lease = self._owned(lease_id, secret)
         lease.renew(self.clock.now())  # its one heap entry moves on when it comes due
         return RenewResult(lease_id=lease_id, expires_in=lease.ttl)
 
-    def release(self, lease_id: str) -> ReleaseResult:
+    def release(self, lease_id: str, secret: str) -> ReleaseResult:
         if self._ended.get(lease_id, ("", ""))[0] == "lease.released":
             return ReleaseResult(lease_id=lease_id, released=False)
-        lease = self._live(lease_id)
+        lease = self._owned(lease_id, secret)
         self._end_lease(lease, "lease.released", "released by its holder")
         return ReleaseResult(lease_id=lease_id, released=True)
 
@@ -477,6 +482,13 @@ class Engine:
                 "lease_not_found", f"no live lease {lease_id!r}: see `gcl leases`", "lease_id"
             )
         self._end_lease(lease, "lease.revoked", "revoked by an operator")
+
+    def _owned(self, lease_id: str, secret: str) -> Lease:
+        """The live lease, if `secret` is the one it was granted with."""
+        lease = self._live(lease_id)
+        if not lease.owned_by(secret):
+            raise _not_yours(f"lease {lease_id}")
+        return lease
 
     def _live(self, lease_id: str) -> Lease:
         lease = self.leases.get(lease_id)
@@ -499,28 +511,37 @@ class Engine:
 
     # --- waiting ----------------------------------------------------------------------------
 
-    def keepalive(self, request_id: str) -> WaitStatus:
+    def keepalive(self, request_id: str, secret: str) -> WaitStatus:
         """A waiter says it is still there; also how it learns of a grant whose notice was lost."""
         waiter = self.queues.get(request_id)
         if waiter is not None:
+            _check_secret(waiter.request.secret, secret, request_id)
             self._keep_waiting(waiter, self.clock.now())
             return WaitStatus(status="queued", request_id=request_id)
         lease_id = self.lease_by_request.get(request_id)
         if lease_id is not None:
-            info = self.leases[lease_id].info(self.clock.now())
-            return WaitStatus(status="granted", request_id=request_id, lease=info)
+            lease = self.leases[lease_id]
+            if not lease.owned_by(secret):
+                raise _not_yours(f"request {request_id}")
+            return WaitStatus(
+                status="granted", request_id=request_id, lease=lease.info(self.clock.now())
+            )
         return WaitStatus(status="unknown", request_id=request_id)
 
-    def withdraw(self, request_id: str, reason: str) -> WaitStatus:
+    def withdraw(self, request_id: str, secret: str, reason: str) -> WaitStatus:
         """Leave the queue; if the grant raced the withdrawal, give the slots straight back."""
         waiter = self.queues.get(request_id)
         if waiter is not None:
+            _check_secret(waiter.request.secret, secret, request_id)
             kind: EventKind = "waiter.timed_out" if reason == "timeout" else "waiter.withdrawn"
             self._drop_waiter(waiter, kind, f"the waiter gave up ({reason})")
             return WaitStatus(status="withdrawn", request_id=request_id)
         lease_id = self.lease_by_request.get(request_id)
         if lease_id is not None:
-            self._end_lease(self.leases[lease_id], "lease.released", f"waiter gave up ({reason})")
+            lease = self.leases[lease_id]
+            if not lease.owned_by(secret):
+                raise _not_yours(f"request {request_id}")
+            self._end_lease(lease, "lease.released", f"waiter gave up ({reason})")
             return WaitStatus(status="released", request_id=request_id)
         return WaitStatus(status="unknown", request_id=request_id)
 
@@ -910,6 +931,40 @@ def _token_floor(wall: float) -> int:
 def _trim(memory: OrderedDict[str, Any]) -> None:
     while len(memory) > ENDED_MEMORY:
         memory.popitem(last=False)
+
+
+def _same_request(lease: Lease, request: AcquireRequest) -> bool:
+    """A re-send of the request that got this lease (not another request reusing its id)."""
+    return (
+        lease.owned_by(request.secret)
+        and lease.occupy == request.occupy
+        and lease.mode == request.mode
+        and lease.ttl == request.lease_ttl
+        and set(lease.names) <= set(request.names)
+    )
+
+
+def _reused(request_id: str) -> Refusal:
+    return Refusal(
+        "invalid_request",
+        f"request_id {request_id!r} is already used by another request: give every request "
+        "its own id (re-send only the very same request)",
+        "request_id",
+    )
+
+
+def _not_yours(what: str) -> Refusal:
+    return Refusal(
+        "forbidden",
+        f"{what} was not made with this secret: only its holder can renew, release, keep "
+        "alive or withdraw it (an operator can revoke it with `gcl revoke`)",
+        "secret",
+    )
+
+
+def _check_secret(expected: str, given: str, request_id: str) -> None:
+    if not hmac.compare_digest(expected.encode(), given.encode()):
+        raise _not_yours(f"request {request_id}")
 
 
 def _busy_message(names: list[str]) -> str:

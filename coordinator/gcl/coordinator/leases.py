@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import hmac
+from dataclasses import dataclass, field
 
 from gcl.protocol import Holder, LeaseInfo, Mode
+
+
+def secret_digest(secret: str) -> str:
+    """What the coordinator keeps of a holder's secret: enough to check it, not to reveal it."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 @dataclass(slots=True)
@@ -20,6 +27,13 @@ class Lease:
     granted_mono: float
     expires_at: float
     fencing_tokens: dict[str, int]
+    secret_hash: str = field(default="", repr=False)
+
+    def owned_by(self, secret: str) -> bool:
+        """True when `secret` is the one this lease was granted with."""
+        return bool(self.secret_hash) and hmac.compare_digest(
+            self.secret_hash, secret_digest(secret)
+        )
 
     def renew(self, now: float) -> None:
         self.expires_at = now + self.ttl

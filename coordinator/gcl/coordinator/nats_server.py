@@ -17,6 +17,7 @@ import sysconfig
 import time
 from pathlib import Path
 
+from gcl.coordinator.nats_auth import write_private
 from gcl.sdk.exceptions import GCLError
 
 HOST = "127.0.0.1"
@@ -59,10 +60,15 @@ def port_in_use(port: int) -> bool:
 class NatsServer:
     """One nats-server process on 127.0.0.1:port."""
 
-    def __init__(self, store_dir: Path, port: int = 0, jetstream: bool = True) -> None:
+    def __init__(
+        self, store_dir: Path, port: int = 0, jetstream: bool = True, config: str | None = None
+    ) -> None:
+        """`config`: a nats-server configuration (users and permissions, see nats_auth); the
+        address, port and JetStream flags given here override what it says."""
         self.store_dir = Path(store_dir)
         self.port = port or free_port()
         self.jetstream = jetstream
+        self.config = config
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -72,6 +78,9 @@ class NatsServer:
     def start(self, timeout: float = 10.0) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         args = [nats_server_binary(), "-a", HOST, "-p", str(self.port)]
+        if self.config is not None:
+            path = write_private(self.store_dir / "nats-server.conf", self.config)
+            args += ["-c", str(path)]
         if self.jetstream:
             args += ["-js", "-sd", str(self.store_dir)]
         log = open(self.store_dir / "nats-server.log", "ab")  # noqa: SIM115 - child owns it

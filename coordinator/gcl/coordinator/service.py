@@ -34,6 +34,7 @@ from gcl.coordinator.settings import CoordinatorSettings
 from gcl.coordinator.store import Store, safe_url
 from gcl.protocol import (
     PROTOCOL_VERSION,
+    AcquireRequest,
     Deleted,
     ErrorBody,
     Event,
@@ -91,15 +92,16 @@ class Coordinator:
         self._handlers = self._routes()
         self.observers: list[Callable[[Event], None]] = []
         self.metrics: MetricsEndpoint | None = None
+        self.unanswerable = 0  # requests that came without a reply subject, dropped
 
     def _routes(self) -> dict[str, tuple[type[Message], Handler]]:
         e = self.engine
         handlers: dict[Operation[Any, Any], Handler] = {
             ops.ACQUIRE: e.acquire,
-            ops.RENEW: lambda r: e.renew(r.lease_id),
-            ops.RELEASE: lambda r: e.release(r.lease_id),
-            ops.WAIT_KEEPALIVE: lambda r: e.keepalive(r.request_id),
-            ops.WAIT_WITHDRAW: lambda r: e.withdraw(r.request_id, r.reason),
+            ops.RENEW: lambda r: e.renew(r.lease_id, r.secret),
+            ops.RELEASE: lambda r: e.release(r.lease_id, r.secret),
+            ops.WAIT_KEEPALIVE: lambda r: e.keepalive(r.request_id, r.secret),
+            ops.WAIT_WITHDRAW: lambda r: e.withdraw(r.request_id, r.secret, r.reason),
             ops.LIMIT_CREATE: e.create_limit,
             ops.LIMIT_GET: lambda r: e.detail(r.name, r.limit, r.cursor),
             ops.LIMIT_LIST: lambda r: e.page_limits(r.pattern, r.limit, r.cursor),
@@ -140,6 +142,8 @@ class Coordinator:
         self.started_at = self.clock.wall()
         for operation in self._handlers:
             await self.nc.subscribe(self.subjects.op(operation), cb=self._on_message)
+            if ops.BY_NAME[operation].admin:  # `{op}.{user}`: the sender's NATS identity
+                await self.nc.subscribe(self.subjects.op(operation) + ".*", cb=self._on_message)
         self._emit_started(len(limits), len(self.engine.leases))
         self._reschedule()
         log.info(
@@ -199,21 +203,34 @@ class Coordinator:
     # --- messages ---------------------------------------------------------------------------
 
     async def _on_message(self, msg: Msg) -> None:
-        operation = msg.subject[len(self.settings.prefix) + 1 :]
-        payload = self._step(operation, msg.data)
-        if msg.reply and operation in _REVEAL_NOTHING and self.nc is not None:
+        if not msg.reply:  # nobody to answer: a request without a reply subject is not served
+            self.unanswerable += 1
+            return
+        operation, actor = self._route(msg.subject)
+        payload = self._step(operation, msg.data, msg.reply, actor)
+        if operation in _REVEAL_NOTHING and self.nc is not None:
             await _publish(self.nc, msg.reply, payload)
-        elif msg.reply:
+        else:
             self._replies.append((msg.reply, payload))
         self._kick()
         self._reschedule()
 
-    def _step(self, operation: str, data: bytes) -> bytes:
+    def _route(self, subject: str) -> tuple[str, str | None]:
+        """The operation, and for `{prefix}.admin.{op}.{user}` the user NATS let send it."""
+        operation = subject[len(self.settings.prefix) + 1 :]
+        if operation in self._handlers:
+            return operation, None
+        operation, _, actor = operation.rpartition(".")
+        return operation, actor
+
+    def _step(self, operation: str, data: bytes, reply_to: str, actor: str | None = None) -> bytes:
         """Run one request through the engine; every failure becomes an error reply."""
         try:
             request_type, handler = self._handlers[operation]
             self._check_size(data)
             request = _parse(request_type, data)
+            if isinstance(request, AcquireRequest):
+                _check_notify(request.notify, reply_to)
             reply = _ok(handler(request))
             while (
                 len(reply) > self._max_reply and isinstance(request, _PAGED) and request.limit > 1
@@ -221,6 +238,9 @@ class Coordinator:
                 # a page of long items: halve it (a listing is a pure read, safe to redo)
                 request = request.model_copy(update={"limit": request.limit // 2})
                 reply = _ok(handler(request))
+            if actor is not None:
+                for event in self.engine.changes.events:
+                    event.actor = actor
             if len(reply) > self._max_reply:
                 return _error(
                     "invalid_request",
@@ -348,6 +368,22 @@ async def _publish(nc: NATS, subject: str, data: bytes) -> None:
         await nc.publish(subject, data)
     except Exception as exc:  # a closed connection or a bad reply subject must not kill us
         log.warning("could not publish to %s: %s", subject[:100], exc)
+
+
+def _check_notify(notify: str | None, reply: str) -> None:
+    """Wait notices go only to the requester's own inbox: `notify`'s parent must be a prefix
+    of the request's reply subject (`_INBOX.abc` for a reply on `_INBOX.def.1` is fine,
+    `gcl.events.x` or another user's `_GCL_INBOX.bob.x` is not)."""
+    if notify is None:
+        return
+    parent = notify.rpartition(".")[0]
+    if not parent or not reply.startswith(parent + "."):
+        raise Refusal(
+            "forbidden",
+            "notify must be an inbox under this connection's own inbox prefix (the prefix "
+            "of the request's reply subject)",
+            "notify",
+        )
 
 
 def _parse(request_type: type[Message], data: bytes) -> Message:

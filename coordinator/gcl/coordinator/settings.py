@@ -5,13 +5,14 @@ from __future__ import annotations
 from pydantic import Field
 
 from gcl.coordinator.bounds import Bounds
-from gcl.sdk.settings import NatsSettings
+from gcl.sdk.settings import NatsSettings, Role
 
 DEFAULT_DB_URL = "sqlite:///.gcl/gcl.db"
 DEFAULT_BOUNDS = Bounds()
 
 
 class CoordinatorSettings(NatsSettings):
+    nats_role: Role = Field("coordinator", description="which credential `gcl up` made to pick")
     db_url: str = Field(
         DEFAULT_DB_URL,
         description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db",

@@ -29,7 +29,7 @@ from gcl.sdk.exceptions import GCLError
 
 log = logging.getLogger("gcl.coordinator.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: gcl_leases.secret_hash
 _ADVISORY_LOCK_KEY = 0x6763_6C00  # "gcl\0": one coordinator per PostgreSQL database
 
 
@@ -70,6 +70,7 @@ class LeaseRow(SQLModel, table=True):
     holder: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     granted_at: float
     fencing_tokens: dict[str, int] = Field(sa_column=Column(JSON, nullable=False))
+    secret_hash: str = Field(default="", max_length=64)
 
 
 class MetaRow(SQLModel, table=True):
@@ -188,6 +189,8 @@ class Store:
                     f"database schema {found} is newer than this coordinator understands "
                     f"({SCHEMA_VERSION}): upgrade gcl"
                 )
+            elif int(found) < SCHEMA_VERSION:
+                _migrate(conn, int(found))
 
     def load(self) -> tuple[list[Limit], list[Lease]]:
         """Everything durable. Rows are streamed and holders shared, so 100,000 leases load
@@ -300,6 +303,7 @@ def lease_row(lease: Lease) -> dict[str, Any]:
         "holder": lease.holder.model_dump(),
         "granted_at": lease.granted_at,
         "fencing_tokens": dict(lease.fencing_tokens),
+        "secret_hash": lease.secret_hash,
     }
 
 
@@ -365,4 +369,18 @@ def _lease(row: Any, holders: dict[str, Holder]) -> Lease:
         granted_mono=0.0,
         expires_at=0.0,
         fencing_tokens={k: int(v) for k, v in row["fencing_tokens"].items()},
+        secret_hash=row["secret_hash"] or "",
     )
+
+
+def _migrate(conn: Connection, found: int) -> None:
+    """Bring an older schema up to date, in the same transaction as the version check."""
+    if found < 2:
+        # Leases granted before secrets existed keep an empty hash: nobody can renew them, so
+        # they run out within one TTL of the upgrade (their v1 holders are refused anyway).
+        conn.execute(text("ALTER TABLE gcl_leases ADD COLUMN secret_hash VARCHAR(64) DEFAULT ''"))
+    conn.execute(
+        _table(MetaRow).update().where(_table(MetaRow).c.key == "schema"),
+        {"value": str(SCHEMA_VERSION)},
+    )
+    log.warning("database schema upgraded from %d to %d", found, SCHEMA_VERSION)

@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from gcl.protocol.names import validate_name
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 DEFAULT_PREFIX = "gcl"
 MIN_LEASE_TTL = 1.0
 MAX_LEASE_TTL = 86_400.0
@@ -31,6 +31,11 @@ Mode = Literal["concurrency", "rate"]
 Token = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Cursor = Annotated[str, Field(min_length=1, max_length=1_200, pattern=r"^[A-Za-z0-9_-]+$")]
 PageSize = Annotated[int, Field(ge=1, le=MAX_PAGE)]
+# Chosen by the requester and known only to it and the coordinator: renew, release, keepalive
+# and withdraw must present it. Never in events, lists, logs or reprs.
+Secret = Annotated[
+    str, Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$", repr=False)
+]
 
 ErrorCode = Literal[
     "invalid_request",
@@ -40,6 +45,7 @@ ErrorCode = Literal[
     "lease_lost",
     "timeout",
     "over_capacity",
+    "forbidden",
     "unsupported_version",
     "internal",
 ]
@@ -150,9 +156,16 @@ class LimitInfo(Part):
 
 
 class AcquireRequest(Message):
-    """Ask for `occupy` slots on every name in `names`, all or nothing."""
+    """Ask for `occupy` slots on every name in `names`, all or nothing.
+
+    `secret` proves ownership later: the lease it gets is renewed, released (and the wait kept
+    alive or withdrawn) only by whoever presents it. `notify` must lie under the requester's
+    own inbox prefix (the reply subject's), so nobody can aim the coordinator at another
+    subject.
+    """
 
     request_id: Token
+    secret: Secret
     names: list[LimitName] = Field(min_length=1, max_length=MAX_NAMES)
     occupy: int = Field(default=1, ge=1, le=MAX_OCCUPY)
     mode: Mode = "concurrency"
@@ -188,15 +201,17 @@ class WaitNotice(Part):
 
 
 class RequestRef(Message):
-    """Names a queued request (keepalive, withdraw)."""
+    """Names one's own queued request (keepalive), with the secret it was made with."""
 
     request_id: Token
+    secret: Secret
 
 
 class Withdraw(Message):
     """A waiter gives up: its own timeout ran out, or its task was cancelled."""
 
     request_id: Token
+    secret: Secret
     reason: Literal["timeout", "cancelled"] = "cancelled"
 
 
@@ -209,9 +224,16 @@ class WaitStatus(Part):
 
 
 class LeaseRef(Message):
-    """Names a lease (renew, release, revoke)."""
+    """Names a lease (an operator's revoke)."""
 
     lease_id: Token
+
+
+class HeldLease(Message):
+    """Names one's own lease (renew, release), with the secret its acquire carried."""
+
+    lease_id: Token
+    secret: Secret
 
 
 class RenewResult(Part):
@@ -348,4 +370,5 @@ class Event(BaseModel):
     holder: Holder | None = None
     occupy: int | None = None
     reason: str | None = None
+    actor: str | None = None  # who asked for an admin change: the NATS user it came from
     limits: list[LimitInfo] = []

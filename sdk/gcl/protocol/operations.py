@@ -17,6 +17,7 @@ from gcl.protocol.messages import (
     AcquireRequest,
     AcquireResult,
     Deleted,
+    HeldLease,
     LeaseList,
     LeaseListRequest,
     LeaseRef,
@@ -53,8 +54,8 @@ class Operation(Generic[Req, Res]):
 
 
 ACQUIRE = Operation("acquire", AcquireRequest, AcquireResult)
-RENEW = Operation("renew", LeaseRef, RenewResult)
-RELEASE = Operation("release", LeaseRef, ReleaseResult)
+RENEW = Operation("renew", HeldLease, RenewResult)
+RELEASE = Operation("release", HeldLease, ReleaseResult)
 WAIT_KEEPALIVE = Operation("wait.keepalive", RequestRef, WaitStatus)
 WAIT_WITHDRAW = Operation("wait.withdraw", Withdraw, WaitStatus)
 LIMIT_CREATE = Operation("admin.limit.create", LimitCreate, LimitInfo, admin=True)

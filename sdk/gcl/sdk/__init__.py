@@ -13,6 +13,7 @@ from gcl.sdk.events import EventFilter, events, iter_events
 from gcl.sdk.exceptions import (
     AcquireTimeout,
     CoordinatorUnavailable,
+    Forbidden,
     GCLError,
     InvalidRequest,
     LeaseLost,
@@ -20,6 +21,7 @@ from gcl.sdk.exceptions import (
     LimitExists,
     LimitNotFound,
     OverCapacity,
+    PermissionDenied,
     RequestError,
 )
 from gcl.sdk.identity import per_worker, worker_id
@@ -36,6 +38,7 @@ __all__ = [
     "CoordinatorUnavailable",
     "Event",
     "EventFilter",
+    "Forbidden",
     "GCLError",
     "InvalidRequest",
     "Lease",
@@ -48,6 +51,7 @@ __all__ = [
     "LimitNotFound",
     "NatsSettings",
     "OverCapacity",
+    "PermissionDenied",
     "RequestError",
     "WaiterInfo",
     "events",

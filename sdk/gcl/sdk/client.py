@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -28,7 +29,7 @@ from gcl.protocol import (
     WAIT_WITHDRAW,
     AcquireRequest,
     AcquireResult,
-    LeaseRef,
+    HeldLease,
     Mode,
     RequestRef,
     WaitNotice,
@@ -212,7 +213,7 @@ class AsyncClient:
             return await self._wait(rpc, request, future, deadline, result.keepalive_seconds)
         except (AcquireTimeout, asyncio.CancelledError, KeyboardInterrupt) as exc:
             reason = "timeout" if isinstance(exc, AcquireTimeout) else "cancelled"
-            await asyncio.shield(self._withdraw(rpc, request.request_id, reason))
+            await asyncio.shield(self._withdraw(rpc, request, reason))
             raise
         finally:
             self._waiting.pop(request.request_id, None)
@@ -231,6 +232,7 @@ class AsyncClient:
         try:
             return AcquireRequest(
                 request_id=uuid.uuid4().hex,
+                secret=secrets.token_urlsafe(24),
                 names=names,
                 occupy=occupy,
                 mode=mode,
@@ -301,7 +303,8 @@ class AsyncClient:
     async def _keepalive(self, rpc: Rpc, request: AcquireRequest) -> WaitStatus | None:
         """Say we still wait; re-ask if the coordinator forgot us (it restarted). None: silent."""
         try:
-            status = await rpc.call(WAIT_KEEPALIVE, RequestRef(request_id=request.request_id))
+            ref = RequestRef(request_id=request.request_id, secret=request.secret)
+            status = await rpc.call(WAIT_KEEPALIVE, ref)
             if status.status != "unknown":
                 return status
             result = await rpc.call(ACQUIRE, request)
@@ -336,14 +339,13 @@ class AsyncClient:
                 time.monotonic() - started,
             )
         names = [n for n in dict.fromkeys(request.names) if n not in missing]
-        return Lease(info, names, missing)
+        return Lease(info, names, missing, request.secret)
 
-    async def _withdraw(self, rpc: Rpc, request_id: str, reason: str) -> None:
+    async def _withdraw(self, rpc: Rpc, request: AcquireRequest, reason: str) -> None:
         """Leave the queue, or hand back a grant that raced our giving up."""
         with contextlib.suppress(CoordinatorUnavailable):
-            withdraw = Withdraw(request_id=request_id, reason="timeout")
-            if reason != "timeout":
-                withdraw = Withdraw(request_id=request_id, reason="cancelled")
+            why: Literal["timeout", "cancelled"] = "timeout" if reason == "timeout" else "cancelled"
+            withdraw = Withdraw(request_id=request.request_id, secret=request.secret, reason=why)
             await rpc.call(WAIT_WITHDRAW, withdraw)
 
     async def release(self, lease: Lease) -> None:
@@ -352,7 +354,10 @@ class AsyncClient:
             return
         rpc = await self._ready()
         try:
-            await rpc.call(RELEASE, LeaseRef(lease_id=lease.info.lease_id))
+            held = HeldLease(lease_id=lease.info.lease_id, secret=lease.secret)
+            result = await rpc.call(RELEASE, held)
+            if not result.released:  # it had already ended: someone else may have the slots
+                lease.mark_lost("it was already released when its block ended")
         except LeaseLost as exc:
             lease.mark_lost(str(exc))
         except LeaseNotFound:

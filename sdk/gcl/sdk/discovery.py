@@ -39,3 +39,34 @@ def default_nats_url() -> str:
 def resolve_nats_url(flag: str | None) -> str:
     """A flag, else GCL_NATS_URL, else what `gcl up` announced, else the default."""
     return flag or os.environ.get("GCL_NATS_URL") or default_nats_url()
+
+
+AUTH_DIR = "auth"
+ROLES = ("coordinator", "operator", "observer", "worker")
+
+
+def credential_file(role: str, folder: Path | None = None) -> Path:
+    """Where `gcl up` (or `gcl auth init --out`) keeps the credential of one role."""
+    return (folder or data_dir()) / AUTH_DIR / f"{role}.env"
+
+
+def read_credential(path: Path) -> dict[str, str]:
+    """The GCL_NATS_* settings in a credential file (`KEY=value` lines, `#` comments)."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip()
+        if key.startswith("GCL_NATS_"):
+            values[key.removeprefix("GCL_").lower()] = value.strip()
+    return values
+
+
+def discovered_credential(role: str) -> dict[str, str]:
+    """The credential `gcl up` made for `role` in this folder, if there is one."""
+    try:
+        return read_credential(credential_file(role))
+    except OSError:
+        return {}

@@ -2,6 +2,7 @@
 
     GCLError
     ├── CoordinatorUnavailable   no coordinator answers (NATS down, or no `gcl serve` running)
+    ├── PermissionDenied         NATS refused the credential, or the operation to its role
     ├── AcquireTimeout           slots did not free up within `timeout_seconds` (a TimeoutError)
     ├── LeaseLost                the lease ended while the block ran (expired, revoked, deleted)
     └── RequestError             the coordinator refused the request; `.code` says why
@@ -9,6 +10,7 @@
         ├── LimitNotFound        the limit does not exist (raised with strict=True, or by admin)
         ├── LimitExists          create of a name that is already taken
         ├── LeaseNotFound        admin revoke of a lease the coordinator does not know
+        ├── Forbidden            another holder's lease or request (wrong secret)
         └── OverCapacity         the coordinator is at one of its caps (waiters, leases, limits)
 
 Every message says what to do next, because the person reading it is usually an operator at
@@ -24,6 +26,10 @@ class GCLError(Exception):
 
 class CoordinatorUnavailable(GCLError):
     """Nothing answered on the coordinator's subjects: start one, or check GCL_NATS_URL."""
+
+
+class PermissionDenied(GCLError):
+    """NATS refused this connection's credential, or this operation to its role."""
 
 
 class AcquireTimeout(GCLError, TimeoutError):
@@ -70,6 +76,13 @@ class LimitExists(RequestError):
     code = "limit_exists"
 
 
+class Forbidden(RequestError):
+    """The coordinator refused: the lease or request is another holder's (wrong secret), or
+    `notify` points outside the requester's own inbox."""
+
+    code = "forbidden"
+
+
 class LeaseNotFound(RequestError):
     """The coordinator does not know that lease: it was released, expired or never existed."""
 
@@ -86,7 +99,14 @@ class OverCapacity(RequestError):
 
 ERRORS_BY_CODE: dict[str, type[RequestError]] = {
     cls.code: cls
-    for cls in (InvalidRequest, LimitNotFound, LimitExists, LeaseNotFound, OverCapacity)
+    for cls in (
+        InvalidRequest,
+        LimitNotFound,
+        LimitExists,
+        LeaseNotFound,
+        Forbidden,
+        OverCapacity,
+    )
 }
 
 

@@ -10,8 +10,11 @@ from gcl.protocol import LeaseInfo
 class Lease:
     """What `concurrency()` yields. Pass `fencing_token` to the resource to refuse stale holders."""
 
-    def __init__(self, info: LeaseInfo | None, names: list[str], missing: list[str]) -> None:
+    def __init__(
+        self, info: LeaseInfo | None, names: list[str], missing: list[str], secret: str = ""
+    ) -> None:
         self.info = info
+        self.secret = secret  # proves this process holds the lease; never printed
         self.names = names
         self.missing = missing
         self._lost = threading.Event()

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
 
-from gcl.protocol import RENEW, LeaseRef
+from gcl.protocol import RENEW, HeldLease
 from gcl.sdk.exceptions import GCLError, LeaseLost, LeaseNotFound
 from gcl.sdk.leases import Lease
 from gcl.sdk.loop_thread import LoopThread
@@ -140,7 +140,8 @@ class Renewer:
         for attempt in range(RETRIES_PER_PERIOD):
             try:
                 rpc = await self._rpc_ready()
-                await rpc.call(RENEW, LeaseRef(lease_id=lease.info.lease_id), timeout=timeout)
+                held = HeldLease(lease_id=lease.info.lease_id, secret=lease.secret)
+                await rpc.call(RENEW, held, timeout=timeout)
                 return
             except (LeaseLost, LeaseNotFound):
                 raise

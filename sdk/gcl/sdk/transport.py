@@ -2,29 +2,61 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
+import weakref
 from typing import Any, TypeVar
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError, NoServersError
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import BaseModel, ValidationError
 
 from gcl.protocol import Reply, Subjects
 from gcl.protocol.operations import Operation, Req, Res
-from gcl.sdk.exceptions import CoordinatorUnavailable, GCLError, error_from_code
+from gcl.sdk.exceptions import (
+    CoordinatorUnavailable,
+    GCLError,
+    PermissionDenied,
+    error_from_code,
+)
 from gcl.sdk.settings import NatsSettings
 
 log = logging.getLogger("gcl.sdk")
 T = TypeVar("T", bound=BaseModel)
 
 
+_DENIED = re.compile(
+    r"permissions violation for (publish|subscription) to \"?([^\"\s']+)", re.IGNORECASE
+)
+_denials: weakref.WeakKeyDictionary[NATS, dict[str, asyncio.Future[str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def connect(settings: NatsSettings, name: str, **overrides: Any) -> NATS:
     """Connect to NATS, reconnecting for ever once connected; fail fast if it is not there."""
+    client: NATS | None = None
+    refused: list[str] = []
 
     async def on_error(error: Exception) -> None:
-        log.debug("nats: %s", error)
+        if "authorization violation" in str(error).lower() and client is None:
+            refused.append(str(error))  # our credential was refused while connecting
+            return
+        denied = _DENIED.search(str(error))
+        if denied is None:
+            log.debug("nats: %s", error)
+            return
+        action, subject = denied.groups()
+        waiter = _denials.get(client, {}).get(subject) if client is not None else None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(str(error))  # the request raises PermissionDenied at once
+            return
+        log.error("nats refused to let %s %s to %s", _who(settings), action.lower(), subject)
 
     options = settings.connect_options()
     options.update(
@@ -36,12 +68,19 @@ async def connect(settings: NatsSettings, name: str, **overrides: Any) -> NATS:
     )
     options.update(overrides)
     try:
-        client: NATS = await nats.connect(**options)
+        client = await nats.connect(**options)
     except (OSError, NoServersError, NatsTimeout, TimeoutError) as exc:
+        if refused:
+            raise _refused(settings) from None
         raise CoordinatorUnavailable(
             f"cannot reach NATS at {settings.nats_url} ({exc or type(exc).__name__}): start one "
             "with `gcl up`, or point GCL_NATS_URL at your NATS server"
         ) from exc
+    except NatsError as exc:
+        if refused or "authorization violation" in str(exc).lower():
+            raise _refused(settings) from None
+        raise
+    _denials[client] = {}
     # Fail fast on the first connect, but once connected ride out any outage.
     client.options["max_reconnect_attempts"] = -1
     return client
@@ -58,14 +97,17 @@ class Rpc:
     async def call(
         self, operation: Operation[Req, Res], request: Req, timeout: float | None = None
     ) -> Res:
-        data = await self.raw(operation.name, request.model_dump_json().encode(), timeout)
+        name = operation.name
+        if operation.admin and self.settings.identity:
+            name = f"{name}.{self.settings.identity}"  # NATS lets a user send only as itself
+        data = await self.raw(name, request.model_dump_json().encode(), timeout)
         return decode(data, operation.result)
 
     async def raw(self, operation: str, payload: bytes, timeout: float | None = None) -> bytes:
         subject = self.subjects.op(operation)
         wait = timeout if timeout is not None else self.settings.request_timeout
         try:
-            msg = await self.nc.request(subject, payload, timeout=wait)
+            msg = await self._request(subject, payload, wait)
         except NoRespondersError:
             raise self.unavailable("no coordinator is listening") from None
         except (NatsTimeout, TimeoutError):
@@ -74,11 +116,47 @@ class Rpc:
             raise self.unavailable("the NATS connection is closed") from None
         return bytes(msg.data)
 
+    async def _request(self, subject: str, payload: bytes, wait: float) -> Msg:
+        """A request that fails at once, not at its timeout, if NATS refuses the publish."""
+        pending = _denials.get(self.nc)
+        if pending is None:
+            return await self.nc.request(subject, payload, timeout=wait)
+        denied: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        pending[subject] = denied
+        asked = asyncio.ensure_future(self.nc.request(subject, payload, timeout=wait))
+        either: set[asyncio.Future[Any]] = {asked, denied}
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if pending.get(subject) is denied:
+                del pending[subject]
+        if not asked.done():
+            asked.cancel()
+            raise PermissionDenied(
+                f"NATS does not let {_who(self.settings)} send {subject}: that takes another "
+                "gcl role (workers acquire; operators also change limits; observers only "
+                "read); use that role's credential"
+            )
+        return asked.result()
+
     def unavailable(self, why: str) -> CoordinatorUnavailable:
         return CoordinatorUnavailable(
             f"{why} on {self.subjects.prefix}.* at {self.settings.nats_url}: start one with "
             "`gcl up` (or `gcl serve` next to your NATS), or check GCL_NATS_URL and GCL_PREFIX"
         )
+
+
+def _refused(settings: NatsSettings) -> PermissionDenied:
+    return PermissionDenied(
+        f"NATS at {settings.nats_url} refused {_who(settings)}: give the credential of a gcl "
+        "role (GCL_NATS_CREDENTIALS=<role>.env from `gcl auth init`, or GCL_NATS_USER and "
+        "GCL_NATS_PASSWORD), or run from the folder of `gcl up`, which finds its own"
+    )
+
+
+def _who(settings: NatsSettings) -> str:
+    user = settings.identity
+    return f"user {user!r} (role {settings.nats_role})" if user else "this connection"
 
 
 def decode(data: bytes, result: type[T]) -> T:
