@@ -204,6 +204,7 @@ def bases(leases: list[Lease], waiter_request_id: str) -> dict[str, dict[str, An
         "admin.lease.list": {"name": "before:a"},
         "admin.lease.revoke": {"lease_id": lease_id},
         "admin.ping": {},
+        "admin.status": {},
     }
 
 

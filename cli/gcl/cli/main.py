@@ -7,12 +7,14 @@ from collections.abc import Sequence
 
 import click
 
-from gcl.cli import auth, leases, limits
+from gcl.cli import auth, leases, limits, output
 from gcl.cli.alert import alert
 from gcl.cli.config import resolve_nats_url
 from gcl.cli.dashboard import dashboard
 from gcl.cli.events import events
+from gcl.cli.limits import JSON
 from gcl.cli.service import serve, up
+from gcl.sdk.admin import AdminClient
 from gcl.sdk.exceptions import CoordinatorUnavailable, GCLError
 from gcl.sdk.version import VERSION
 
@@ -73,11 +75,37 @@ def ping(ctx: click.Context) -> None:
     click.echo(f"coordinator {pong.coordinator_id} (v{pong.version}) answers on {url}")
 
 
+@click.command(short_help="Which coordinator leads, its epoch, and the standbys.")
+@JSON
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Every coordinator on this prefix: the leader (with its epoch) and the hot standbys.
+
+    Exits 2 when none answers, or when standbys answer but none leads.
+    """
+    with AdminClient(limits.nats_settings(ctx, "observer")) as admin:
+        found = admin.status()
+    if as_json:
+        output.emit_json(found)
+    else:
+        output.coordinators_table(found)
+    if not found:
+        raise CoordinatorUnavailable(
+            "no coordinator answered: start one with `gcl up` or `gcl serve`"
+        )
+    if not any(s.role == "leader" for s in found):
+        raise CoordinatorUnavailable(
+            f"{len(found)} coordinator(s) answer but none leads: a failover may be under way, "
+            "or the standbys cannot reach the database"
+        )
+
+
 for command in (
     up,
     serve,
     dashboard,
     ping,
+    status,
     events,
     alert,
     *limits.COMMANDS,

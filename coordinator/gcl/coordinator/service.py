@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -35,6 +37,7 @@ from gcl.coordinator.store import Store, safe_url
 from gcl.protocol import (
     PROTOCOL_VERSION,
     AcquireRequest,
+    CoordinatorStatus,
     Deleted,
     ErrorBody,
     Event,
@@ -92,6 +95,7 @@ class Coordinator:
         self._handlers = self._routes()
         self.observers: list[Callable[[Event], None]] = []
         self.metrics: MetricsEndpoint | None = None
+        self.leading = False  # True from taking the lead until stepping down
         self.unanswerable = 0  # requests that came without a reply subject, dropped
 
     def _routes(self) -> dict[str, tuple[type[Message], Handler]]:
@@ -111,12 +115,25 @@ class Coordinator:
             ),
             ops.LEASE_LIST: lambda r: e.page_leases(r.name, r.limit, r.cursor),
             ops.LEASE_REVOKE: self._revoke,
+            ops.STATUS: lambda r: self.status(),
             ops.PING: lambda r: Pong(
                 coordinator_id=self.id, started_at=self.started_at, version=VERSION
             ),
         }
         assert set(handlers) == set(ops.OPERATIONS), "every operation needs a handler"
         return {op.name: (op.request, handler) for op, handler in handlers.items()}
+
+    def status(self) -> CoordinatorStatus:
+        """What `gcl status` shows of this coordinator."""
+        return CoordinatorStatus(
+            coordinator_id=self.id,
+            role="leader" if self.leading else "standby",
+            epoch=self.store.epoch if self.leading else None,
+            since=self.started_at,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=VERSION,
+        )
 
     def _revoke(self, ref: LeaseRef) -> Revoked:
         self.engine.revoke(ref.lease_id)
@@ -126,7 +143,7 @@ class Coordinator:
 
     async def start(self) -> None:
         """Load state, make sure we are alone, then serve. Raises before serving on conflict."""
-        limits, leases = await asyncio.to_thread(self.store.open)
+        limits, leases = await asyncio.to_thread(self.store.open, self.id)
         try:
             self.nc = await connect(self.settings, f"gcl-coordinator-{self.id}")
             await self._ensure_alone()
@@ -137,6 +154,7 @@ class Coordinator:
             if self.nc is not None:
                 await self.nc.close()
             raise
+        self.leading = True
         self.engine.restore(limits, leases)
         self._outbox.merge(self.engine.take_changes())
         self.started_at = self.clock.wall()

@@ -317,6 +317,18 @@ class Revoked(Part):
     lease_id: str
 
 
+class CoordinatorStatus(Part):
+    """One coordinator's answer to `admin.status`: every running one answers, leader or not."""
+
+    coordinator_id: str
+    role: Literal["leader", "standby"]
+    epoch: int | None = None  # the leader's epoch; None for a standby
+    since: float  # when it took the lead, or when it started waiting
+    host: str = ""
+    pid: int = 0
+    version: str = ""
+
+
 class Pong(Part):
     coordinator_id: str
     started_at: float
@@ -354,6 +366,8 @@ EventKind = Literal[
     "waiter.withdrawn",
     "waiter.rejected",
     "coordinator.started",
+    "coordinator.elected",
+    "coordinator.stepped_down",
 ]
 EVENT_KINDS: tuple[str, ...] = EventKind.__args__  # type: ignore[attr-defined]
 

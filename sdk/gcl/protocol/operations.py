@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from gcl.protocol.messages import (
     AcquireRequest,
     AcquireResult,
+    CoordinatorStatus,
     Deleted,
     HeldLease,
     LeaseList,
@@ -66,6 +67,8 @@ LIMIT_DELETE = Operation("admin.limit.delete", LimitRef, Deleted, admin=True)
 LEASE_LIST = Operation("admin.lease.list", LeaseListRequest, LeaseList, admin=True)
 LEASE_REVOKE = Operation("admin.lease.revoke", LeaseRef, Revoked, admin=True)
 PING = Operation("admin.ping", Message, Pong, admin=True)
+# Answered by every coordinator on the prefix (leader and standbys): read with `Rpc.gather`.
+STATUS = Operation("admin.status", Message, CoordinatorStatus, admin=True)
 
 OPERATIONS: tuple[Operation[Any, Any], ...] = (
     ACQUIRE,
@@ -81,5 +84,6 @@ OPERATIONS: tuple[Operation[Any, Any], ...] = (
     LEASE_LIST,
     LEASE_REVOKE,
     PING,
+    STATUS,
 )
 BY_NAME: dict[str, Operation[Any, Any]] = {op.name: op for op in OPERATIONS}

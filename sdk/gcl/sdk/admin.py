@@ -24,6 +24,8 @@ from gcl.protocol import (
     LIMIT_LIST,
     LIMIT_UPDATE,
     PING,
+    STATUS,
+    CoordinatorStatus,
     Deleted,
     LeaseInfo,
     LeaseList,
@@ -80,6 +82,11 @@ class AsyncAdminClient:
     async def ping(self) -> Pong:
         """Who is serving: raises CoordinatorUnavailable when nobody is."""
         return await (await self._ready()).call(PING, Message())
+
+    async def status(self, window: float = 0.5) -> list[CoordinatorStatus]:
+        """Every coordinator on this prefix, leader first, then standbys (by since)."""
+        found = await (await self._ready()).gather(STATUS, Message(), window)
+        return sorted(found, key=lambda s: (s.role != "leader", s.since))
 
     async def create_limit(
         self, name: str, limit: int, *, active: bool = True, slot_decay_per_second: float = 0.0
@@ -190,6 +197,10 @@ class AdminClient:
     def ping(self) -> Pong:
         """Who is serving: raises CoordinatorUnavailable when nobody is."""
         return self._thread.run(self._async.ping())
+
+    def status(self, window: float = 0.5) -> list[CoordinatorStatus]:
+        """Every coordinator on this prefix, leader first, then standbys (by since)."""
+        return self._thread.run(self._async.status(window))
 
     def create_limit(
         self, name: str, limit: int, *, active: bool = True, slot_decay_per_second: float = 0.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import secrets
 import time
 import uuid
@@ -53,6 +54,7 @@ from gcl.sdk.settings import ClientSettings
 from gcl.sdk.transport import Rpc, connect
 
 log = logging.getLogger("gcl.sdk")
+RETRY_CAP_SECONDS = 0.25  # between tries of an acquire nobody answers (jittered)
 Names = str | Sequence[str]
 _warned_missing: set[str] = set()
 
@@ -267,8 +269,10 @@ class AsyncClient:
                 if time.monotonic() + delay > give_up:
                     raise
                 log.warning("coordinator not answering; retrying %s", request.names)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                # Short and jittered: a failover to a standby takes ~1.5 s, and many workers
+                # retrying in step would arrive at the new leader all at once.
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, RETRY_CAP_SECONDS)
 
     async def _wait(
         self,
