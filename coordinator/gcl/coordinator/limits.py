@@ -29,6 +29,7 @@ class Limit:
     is_template: bool = False
     held: int = 0
     lease_ids: set[str] = field(default_factory=set)
+    template: str | None = None  # the template that created it (in memory: not stored)
 
     def snapshot(self) -> Limit:
         """A copy to commit: the live object keeps changing while the commit waits its turn."""

@@ -41,9 +41,10 @@ from gcl.protocol import (
     Deleted,
     ErrorBody,
     Event,
-    LeaseList,
+    LeaseListRequest,
     LeaseRef,
-    LimitList,
+    LimitGetRequest,
+    LimitListRequest,
     Message,
     Pong,
     Reply,
@@ -70,6 +71,7 @@ Handler = Callable[[Any], BaseModel]
 # granted twice). Everything else waits for its commit, in order.
 MAX_FIELD_ECHO = 200  # an error echoes at most this much of the caller's input
 _REVEAL_NOTHING = frozenset({ops.RENEW.name, ops.RELEASE.name, ops.PING.name})
+_PAGED = (LimitGetRequest, LimitListRequest, LeaseListRequest)  # listings: page size `limit`
 
 
 class Coordinator:
@@ -78,7 +80,7 @@ class Coordinator:
     def __init__(self, settings: CoordinatorSettings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.engine = Engine(self.clock, settings.keepalive_seconds)
+        self.engine = Engine(self.clock, settings.keepalive_seconds, settings.bounds())
         self.store = Store(settings.db_url, settings.sqlite_synchronous)
         self.subjects = Subjects(settings.prefix)
         self.id = uuid.uuid4().hex[:12]
@@ -105,13 +107,13 @@ class Coordinator:
             ops.WAIT_KEEPALIVE: lambda r: e.keepalive(r.request_id, r.secret),
             ops.WAIT_WITHDRAW: lambda r: e.withdraw(r.request_id, r.secret, r.reason),
             ops.LIMIT_CREATE: e.create_limit,
-            ops.LIMIT_GET: lambda r: e.detail(r.name),
-            ops.LIMIT_LIST: lambda r: LimitList(limits=e.list_limits(r.pattern)),
+            ops.LIMIT_GET: lambda r: e.detail(r.name, r.limit, r.cursor),
+            ops.LIMIT_LIST: lambda r: e.page_limits(r.pattern, r.limit, r.cursor),
             ops.LIMIT_UPDATE: e.update_limit,
             ops.LIMIT_DELETE: lambda r: Deleted(
                 name=r.name, released_leases=e.delete_limit(r.name)
             ),
-            ops.LEASE_LIST: lambda r: LeaseList(leases=e.list_leases(r.name)),
+            ops.LEASE_LIST: lambda r: e.page_leases(r.name, r.limit, r.cursor),
             ops.LEASE_REVOKE: self._revoke,
             ops.STATUS: lambda r: self.status(),
             ops.PING: lambda r: Pong(
@@ -243,10 +245,17 @@ class Coordinator:
         """Run one request through the engine; every failure becomes an error reply."""
         try:
             request_type, handler = self._handlers[operation]
+            self._check_size(data)
             request = _parse(request_type, data)
             if isinstance(request, AcquireRequest):
                 _check_notify(request.notify, reply_to)
             reply = _ok(handler(request))
+            while (
+                len(reply) > self._max_reply and isinstance(request, _PAGED) and request.limit > 1
+            ):
+                # a page of long items: halve it (a listing is a pure read, safe to redo)
+                request = request.model_copy(update={"limit": request.limit // 2})
+                reply = _ok(handler(request))
             if actor is not None:
                 for event in self.engine.changes.events:
                     event.actor = actor
@@ -264,6 +273,16 @@ class Coordinator:
             return _error("internal", "the coordinator failed on this request; see its log")
         finally:
             self._outbox.merge(self.engine.take_changes())
+
+    def _check_size(self, data: bytes) -> None:
+        """Refuse an oversized payload before spending any parsing on it."""
+        cap = self.settings.max_request_bytes
+        if len(data) > cap:
+            raise Refusal(
+                "invalid_request",
+                f"the request is {len(data):,} bytes; the coordinator accepts at most {cap:,} "
+                "(max_request_bytes): send less, or raise GCL_MAX_REQUEST_BYTES on it",
+            )
 
     @property
     def _max_reply(self) -> int:

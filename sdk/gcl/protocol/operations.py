@@ -24,6 +24,7 @@ from gcl.protocol.messages import (
     LeaseRef,
     LimitCreate,
     LimitDetail,
+    LimitGetRequest,
     LimitInfo,
     LimitList,
     LimitListRequest,
@@ -59,7 +60,7 @@ RELEASE = Operation("release", HeldLease, ReleaseResult)
 WAIT_KEEPALIVE = Operation("wait.keepalive", RequestRef, WaitStatus)
 WAIT_WITHDRAW = Operation("wait.withdraw", Withdraw, WaitStatus)
 LIMIT_CREATE = Operation("admin.limit.create", LimitCreate, LimitInfo, admin=True)
-LIMIT_GET = Operation("admin.limit.get", LimitRef, LimitDetail, admin=True)
+LIMIT_GET = Operation("admin.limit.get", LimitGetRequest, LimitDetail, admin=True)
 LIMIT_LIST = Operation("admin.limit.list", LimitListRequest, LimitList, admin=True)
 LIMIT_UPDATE = Operation("admin.limit.update", LimitUpdate, LimitInfo, admin=True)
 LIMIT_DELETE = Operation("admin.limit.delete", LimitRef, Deleted, admin=True)

@@ -20,6 +20,7 @@ from gcl.sdk.exceptions import (
     LeaseNotFound,
     LimitExists,
     LimitNotFound,
+    OverCapacity,
     PermissionDenied,
     RequestError,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "LimitInfo",
     "LimitNotFound",
     "NatsSettings",
+    "OverCapacity",
     "PermissionDenied",
     "RequestError",
     "WaiterInfo",
