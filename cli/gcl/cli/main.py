@@ -14,6 +14,7 @@ from gcl.cli.dashboard import dashboard
 from gcl.cli.events import events
 from gcl.cli.limits import JSON
 from gcl.cli.service import serve, up
+from gcl.coordinator.store import Deposed
 from gcl.sdk.admin import AdminClient
 from gcl.sdk.exceptions import CoordinatorUnavailable, GCLError
 from gcl.sdk.version import VERSION
@@ -21,6 +22,7 @@ from gcl.sdk.version import VERSION
 EXIT_OK = 0
 EXIT_USER_ERROR = 1
 EXIT_UNAVAILABLE = 2
+EXIT_DEPOSED = 4  # another coordinator took the lead: restart this one, as a standby
 EXIT_INTERRUPTED = 130
 
 
@@ -58,7 +60,8 @@ def cli(ctx: click.Context, nats_url: str | None, prefix: str) -> None:
                   GCL_NATS_USER + GCL_NATS_PASSWORD, GCL_NATS_TOKEN, GCL_NATS_CREDS,
                   GCL_NATS_NKEY_SEED, GCL_NATS_INBOX_PREFIX;
                   TLS: GCL_NATS_TLS_CA, GCL_NATS_TLS_CERT, GCL_NATS_TLS_KEY.
-    Exit codes:   0 ok, 1 user error, 2 coordinator or NATS unreachable.
+    Exit codes:   0 ok, 1 user error, 2 coordinator or NATS unreachable,
+                  4 (serve) another coordinator took the lead: restart it as a standby.
     """
     ctx.ensure_object(dict)
     ctx.obj["nats_url"] = resolve_nats_url(nats_url)
@@ -133,6 +136,9 @@ def run(args: Sequence[str] | None = None) -> int:
     except CoordinatorUnavailable as exc:
         click.echo(f"error: {exc}", err=True)
         return EXIT_UNAVAILABLE
+    except Deposed as exc:
+        click.echo(f"error: {exc}; restart it and it stands by", err=True)
+        return EXIT_DEPOSED
     except GCLError as exc:
         click.echo(f"error: {exc}", err=True)
         return EXIT_USER_ERROR

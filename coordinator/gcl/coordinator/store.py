@@ -130,7 +130,13 @@ class Store:
 
     def _create_engine(self, url: str, synchronous: str) -> Engine:
         if self.dialect != "sqlite":
-            return create_engine(url, pool_pre_ping=True, pool_size=2)
+            # A leader paused or cut off in the middle of a commit holds the epoch row's lock
+            # ("idle in transaction"): end such a session after 1 s, so a takeover never waits
+            # on it for longer than the lock session's own 1.5 s timeout.
+            options = "-c idle_in_transaction_session_timeout=1000"
+            return create_engine(
+                url, pool_pre_ping=True, pool_size=2, connect_args={"options": options}
+            )
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)

@@ -114,7 +114,8 @@ class Rpc:
         answers: list[bytes] = []
 
         async def collect(msg: Msg) -> None:
-            answers.append(bytes(msg.data))
+            if msg.data:  # NATS's "no responders" notice has no body
+                answers.append(bytes(msg.data))
 
         sub = await self.nc.subscribe(inbox, cb=collect)
         try:
