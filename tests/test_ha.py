@@ -243,3 +243,14 @@ async def test_failover_under_load_never_over_grants(
     assert most_at_once(record.intervals) <= SLOTS, "over-granted"
     assert len(record.tokens) == len(set(record.tokens)), "a fencing token was issued twice"
     assert record.served > 20
+
+
+async def test_the_event_stream_is_replicated_on_a_cluster(
+    cluster: NatsCluster, coordinators: Coordinators
+) -> None:
+    coordinators.start_one()
+    async with AsyncAdminClient(NatsSettings(nats_url=cluster.url)) as admin:
+        await one_leader(admin, expect=1)
+        rpc = await admin._ready()
+        info = await rpc.nc.jetstream().stream_info("GCL_EVENTS")
+    assert info.config.num_replicas == 3
