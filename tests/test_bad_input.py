@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from gcl.coordinator.nats_server import NatsServer
 from gcl.coordinator.service import Coordinator
+from gcl.coordinator.settings import CoordinatorSettings
 from gcl.protocol import (
     MIN_PROTOCOL_VERSION,
     OPERATIONS,
@@ -46,6 +47,7 @@ from gcl.sdk.leases import Lease
 from tests.conftest import wait_until
 
 PREFIX = "gcl"
+MAX_REQUEST_BYTES: int = CoordinatorSettings.model_fields["max_request_bytes"].default
 HOSTILE_SECRET = "not-the-holders-secret"  # well-formed, but nobody was granted with it
 MODELS: dict[str, type[Message]] = {op.name: op.request for op in OPERATIONS}
 IN_FLIGHT = 32
@@ -140,6 +142,8 @@ def dumps(value: Any) -> bytes:
 
 def expected(op: str, data: bytes) -> tuple[str | None, str | None]:
     """What the wire schema says the coordinator must answer to `data` on `op`."""
+    if len(data) > MAX_REQUEST_BYTES:
+        return "invalid_request", None  # refused unread, whatever it holds
     try:
         request = MODELS[op].model_validate_json(data or b"{}")
     except ValidationError as exc:
@@ -204,6 +208,7 @@ def bases(leases: list[Lease], waiter_request_id: str) -> dict[str, dict[str, An
         "admin.lease.list": {"name": "before:a"},
         "admin.lease.revoke": {"lease_id": lease_id},
         "admin.ping": {},
+        "admin.status": {},
     }
 
 
@@ -344,22 +349,38 @@ def unknown_target_cases() -> list[Case]:
 
 
 def big_payload_cases(op: str, base: dict[str, Any], max_payload: int) -> list[Case]:
-    """About 1 MB, just under the server's max_payload: parsed, refused, answered briefly."""
-    size = max_payload - 4_096
-    if op == "acquire":
-        return [
-            stated(op, dumps({**base, "names": ["n" * size]}), "invalid_request", "names.0"),
-            stated(
-                op,
-                dumps({**base, "holder": {"label": "l" * size}}),
-                "invalid_request",
-                "holder.label",
+    """About 1 MB, just under the server's max_payload: over max_request_bytes, so refused
+    unread (field None); just under that cap: parsed, refused naming the field."""
+    cases = []
+    for size in (max_payload - 4_096, MAX_REQUEST_BYTES - 1_024):
+        big = size > MAX_REQUEST_BYTES
+        if op == "acquire":
+            cases += [
+                stated(
+                    op,
+                    dumps({**base, "names": ["n" * size]}),
+                    "invalid_request",
+                    None if big else "names.0",
+                ),
+                stated(
+                    op,
+                    dumps({**base, "holder": {"label": "l" * size}}),
+                    "invalid_request",
+                    None if big else "holder.label",
+                ),
+            ]
+            continue
+        field = next(
+            (
+                f
+                for f in ("name", "lease_id", "request_id", "pattern")
+                if f in MODELS[op].model_fields
             ),
-        ]
-    for field in ("name", "lease_id", "request_id", "pattern"):
-        if field in MODELS[op].model_fields:
-            return [stated(op, dumps({**base, field: "x" * size}), "invalid_request", field)]
-    return [stated(op, dumps({**base, "pad": "x" * size}), "invalid_request", "pad")]
+            "pad",
+        )
+        data = dumps({**base, field: "x" * size})
+        cases.append(stated(op, data, "invalid_request", None if big else field))
+    return cases
 
 
 def hostile_cases(leases: list[Lease], waiter_request_id: str, max_payload: int) -> list[Case]:

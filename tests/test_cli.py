@@ -420,3 +420,14 @@ async def test_every_json_spelling_prints_json(
     assert json.loads(leases.out) == []
     table = await gcl(nats_server, "ls", "-o", "table")
     assert table.code == 0 and not table.out.lstrip().startswith("[")
+
+
+async def test_status_shows_the_leader_and_its_epoch(
+    coordinator: Coordinator, nats_server: NatsServer
+) -> None:
+    shown = await gcl(nats_server, "status")
+    assert shown.code == 0, shown.err
+    assert coordinator.id in shown.out and "leader" in shown.out
+    listed = json.loads((await gcl(nats_server, "status", "-o", "json")).out)
+    assert [(s["coordinator_id"], s["role"]) for s in listed] == [(coordinator.id, "leader")]
+    assert listed[0]["epoch"] == coordinator.store.epoch >= 1

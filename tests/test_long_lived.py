@@ -43,16 +43,16 @@ def a_lease(lease_id: str, **fields: object) -> Lease:
     return Lease(**values)  # type: ignore[arg-type]
 
 
-def test_schema_2_is_upgraded_and_its_leases_are_ordinary(db_url: str) -> None:
+def test_schema_3_is_upgraded_and_its_leases_are_ordinary(db_url: str) -> None:
     store = Store(db_url)
     store.open()
     changes = Changes()
     changes.add_lease(a_lease("old"))
     store.apply(changes)
-    with store.engine.begin() as conn:  # back to what a schema-2 coordinator wrote
+    with store.engine.begin() as conn:  # back to what a schema-3 coordinator wrote
         conn.execute(text("ALTER TABLE gcl_leases DROP COLUMN notify"))
         conn.execute(text("ALTER TABLE gcl_leases DROP COLUMN long_lived"))
-        conn.execute(text("UPDATE gcl_meta SET value = '2' WHERE key = 'schema'"))
+        conn.execute(text("UPDATE gcl_meta SET value = '3' WHERE key = 'schema'"))
     store.close()
 
     upgraded = Store(db_url)

@@ -1,4 +1,5 @@
-"""The store's guard rails: clear errors for a bad database, one writer per database."""
+"""The store's guard rails: clear errors for a bad database, one writer at a time (a file
+lock on SQLite; the leader epoch on PostgreSQL), tokens that never go backwards."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import Any
 
 import pytest
 
+from gcl.coordinator.changes import Changes
+from gcl.coordinator.limits import Limit
 from gcl.coordinator.service import CoordinatorConflict
-from gcl.coordinator.store import Store, StoreLocked, StoreUnavailable
+from gcl.coordinator.store import Deposed, Store, StoreLocked, StoreUnavailable
 
 
 @pytest.mark.parametrize(
@@ -41,15 +44,58 @@ def test_two_stores_cannot_share_a_sqlite_file(tmp_path: Path) -> None:
     again.close()
 
 
+def _grant_changes(name: str, token: int) -> Changes:
+    changes = Changes()
+    changes.put_limit(name, Limit(name=name, limit=1, fencing_token=token))
+    return changes
+
+
 @pytest.mark.postgres
-def test_two_stores_cannot_share_a_postgres_database(postgres_url: str) -> None:
+def test_a_deposed_stores_commit_is_refused(postgres_url: str) -> None:
+    """The fencing that makes failover safe: once a second store took the lead (a new epoch),
+    the first one's commits fail, so it can never reveal a grant."""
     first = Store(postgres_url)
-    first.open()
+    first.open("a")
+    second = Store(postgres_url)
     try:
-        with pytest.raises(StoreLocked, match="another coordinator"):
-            Store(postgres_url).open()
+        first.apply(_grant_changes("gpu", 10))  # leading: lands
+        second.open("b")
+        assert second.epoch == first.epoch + 1
+        with pytest.raises(Deposed, match="another coordinator took the lead"):
+            first.apply(_grant_changes("gpu", 11))
+        limits, _ = second.load()
+        assert [(x.name, x.fencing_token) for x in limits] == [("gpu", 10)]  # nothing slipped
+        second.apply(_grant_changes("gpu", 12))
+        assert second.leader()[:2] == (second.epoch, "b")
     finally:
         first.close()
+        second.close()
+
+
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_fencing_tokens_never_go_backwards_in_the_store(
+    db: str, postgres_url_or_none: str | None, tmp_path: Path
+) -> None:
+    url = postgres_url_or_none if db == "postgres" else f"sqlite:///{tmp_path / 'g.db'}"
+    assert url is not None
+    store = Store(url)
+    store.open("a")
+    try:
+        store.apply(_grant_changes("gpu", 20))
+        store.apply(_grant_changes("gpu", 15))  # a stale snapshot must not roll it back
+        limits, _ = store.load()
+        assert limits[0].fencing_token == 20
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def postgres_url_or_none(request: pytest.FixtureRequest) -> str | None:
+    if "postgres" not in request.node.name:
+        return None
+    from tests.conftest import fresh_postgres
+
+    return fresh_postgres()
 
 
 async def test_a_second_coordinator_on_the_same_prefix_refuses_to_start(

@@ -7,18 +7,22 @@ from collections.abc import Sequence
 
 import click
 
-from gcl.cli import auth, leases, limits, worker
+from gcl.cli import auth, leases, limits, output, worker
 from gcl.cli.alert import alert
 from gcl.cli.config import resolve_nats_url
 from gcl.cli.dashboard import dashboard
 from gcl.cli.events import events
+from gcl.cli.limits import JSON
 from gcl.cli.service import serve, up
+from gcl.coordinator.store import Deposed
+from gcl.sdk.admin import AdminClient
 from gcl.sdk.exceptions import CoordinatorUnavailable, GCLError
 from gcl.sdk.version import VERSION
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 1
 EXIT_UNAVAILABLE = 2
+EXIT_DEPOSED = 4  # another coordinator took the lead: restart this one, as a standby
 EXIT_INTERRUPTED = 130
 
 
@@ -58,9 +62,10 @@ def cli(ctx: click.Context, nats_url: str | None, prefix: str) -> None:
                   GCL_NATS_USER + GCL_NATS_PASSWORD, GCL_NATS_TOKEN, GCL_NATS_CREDS,
                   GCL_NATS_NKEY_SEED, GCL_NATS_INBOX_PREFIX;
                   TLS: GCL_NATS_TLS_CA, GCL_NATS_TLS_CERT, GCL_NATS_TLS_KEY.
-    Exit codes:   0 ok, 1 user error, 2 coordinator or NATS unreachable; gcl run exits
-                  with its command's status, and gcl run / gcl acquire with 75 when the
-                  slots could not be had (timeout, or no coordinator).
+    Exit codes:   0 ok, 1 user error, 2 coordinator or NATS unreachable,
+                  4 (serve) another coordinator took the lead: restart it as a standby;
+                  gcl run exits with its command's status, and gcl run / gcl acquire
+                  with 75 when the slots could not be had (timeout, or no coordinator).
     """
     ctx.ensure_object(dict)
     ctx.obj["nats_url"] = resolve_nats_url(nats_url)
@@ -77,11 +82,37 @@ def ping(ctx: click.Context) -> None:
     click.echo(f"coordinator {pong.coordinator_id} (v{pong.version}) answers on {url}")
 
 
+@click.command(short_help="Which coordinator leads, its epoch, and the standbys.")
+@JSON
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Every coordinator on this prefix: the leader (with its epoch) and the hot standbys.
+
+    Exits 2 when none answers, or when standbys answer but none leads.
+    """
+    with AdminClient(limits.nats_settings(ctx, "observer")) as admin:
+        found = admin.status()
+    if as_json:
+        output.emit_json(found)
+    else:
+        output.coordinators_table(found)
+    if not found:
+        raise CoordinatorUnavailable(
+            "no coordinator answered: start one with `gcl up` or `gcl serve`"
+        )
+    if not any(s.role == "leader" for s in found):
+        raise CoordinatorUnavailable(
+            f"{len(found)} coordinator(s) answer but none leads: a failover may be under way, "
+            "or the standbys cannot reach the database"
+        )
+
+
 for command in (
     up,
     serve,
     dashboard,
     ping,
+    status,
     events,
     alert,
     *limits.COMMANDS,
@@ -110,6 +141,9 @@ def run(args: Sequence[str] | None = None) -> int:
     except CoordinatorUnavailable as exc:
         click.echo(f"error: {exc}", err=True)
         return EXIT_UNAVAILABLE
+    except Deposed as exc:
+        click.echo(f"error: {exc}; restart it and it stands by", err=True)
+        return EXIT_DEPOSED
     except GCLError as exc:
         click.echo(f"error: {exc}", err=True)
         return EXIT_USER_ERROR

@@ -17,7 +17,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from gcl.protocol import LeaseInfo, LimitDetail, LimitInfo, WaiterInfo
+from gcl.protocol import CoordinatorStatus, LeaseInfo, LimitDetail, LimitInfo, WaiterInfo
 from gcl.protocol.names import TEMPLATE_FIELD
 from gcl.sdk import format as fmt
 
@@ -209,3 +209,20 @@ def leases_table(leases: Sequence[LeaseInfo]) -> None:
         for lease in leases
     ]
     print_table(columns, rows)
+
+
+def coordinators_table(found: Sequence[CoordinatorStatus]) -> None:
+    """`gcl status`: the leader first, then the standbys."""
+    rows = [
+        [
+            s.coordinator_id,
+            s.role,
+            "-" if s.epoch is None else str(s.epoch),
+            fmt.since(s.since),
+            s.host,
+            str(s.pid),
+            s.version,
+        ]
+        for s in found
+    ]
+    print_table(["COORDINATOR", "ROLE", "EPOCH", "FOR", "HOST", "PID", "VERSION"], rows)

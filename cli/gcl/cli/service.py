@@ -70,9 +70,10 @@ async def _serve(
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # HUP: terminal closed
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
-    await coordinator.start()
-    side = loop.create_task(companion(settings)) if companion else None
+    side = None
     try:
+        await coordinator.start()  # a standby waits here until it leads
+        side = loop.create_task(companion(settings)) if companion else None
         if on_ready:
             click.echo(on_ready)
         await coordinator.failed()

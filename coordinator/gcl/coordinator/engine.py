@@ -15,22 +15,28 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
+from gcl.coordinator.bounds import Bounds
 from gcl.coordinator.changes import Changes
 from gcl.coordinator.clock import Clock
 from gcl.coordinator.errors import Refusal
 from gcl.coordinator.leases import Lease, secret_digest
 from gcl.coordinator.limits import Limit
+from gcl.coordinator.paging import Cursors
+from gcl.coordinator.ranked import Ranked
 from gcl.coordinator.waiters import Waiter, WaitQueues
 from gcl.protocol import (
+    DEFAULT_PAGE,
     AcquireRequest,
     AcquireResult,
     Event,
     EventKind,
     Holder,
     LeaseInfo,
+    LeaseList,
     LimitCreate,
     LimitDetail,
     LimitInfo,
+    LimitList,
     LimitUpdate,
     LostNotice,
     ReleaseResult,
@@ -41,17 +47,25 @@ from gcl.protocol import (
 from gcl.protocol import names as naming
 
 ENDED_MEMORY = 10_000
+COMPACT_SLACK = 64  # stale heap entries tolerated beyond the live ones before a rebuild
 DEFAULT_KEEPALIVE = 2.0
 
 
 class Engine:
     """All coordinator state. Single-threaded: the service calls it from one event loop."""
 
-    def __init__(self, clock: Clock, keepalive_seconds: float = DEFAULT_KEEPALIVE) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        keepalive_seconds: float = DEFAULT_KEEPALIVE,
+        bounds: Bounds | None = None,
+    ) -> None:
         self.clock = clock
         self.keepalive_seconds = keepalive_seconds
+        self.bounds = bounds or Bounds()
         self.limits: dict[str, Limit] = {}
-        self.leases: dict[str, Lease] = {}
+        self.leases: Ranked[Lease] = Ranked(_lease_id)  # in grant order, for paged listing
+        self.cursors = Cursors()
         self.lease_by_request: dict[str, str] = {}
         self.queues = WaitQueues()
         self.changes = Changes()
@@ -61,7 +75,11 @@ class Engine:
         self._decay_blocked: set[str] = set()
         self._rate_grants: OrderedDict[str, Lease] = OrderedDict()
         self._templates: set[str] = set()
-        self._holders: dict[Holder, Holder] = {}  # one object per distinct holder: 100k leases
+        # One shared object per distinct holder of live leases (100k leases, few holders),
+        # with the number of leases using it: dropped with its last lease.
+        self._holders: dict[Holder, tuple[Holder, int]] = {}
+        self._waiting_holders: dict[HolderKey, int] = {}  # waiters per holder, for its cap
+        self._instances: dict[str, int] = {}  # limits per template that created them
 
     # --- stepping ---------------------------------------------------------------------------
 
@@ -87,6 +105,8 @@ class Engine:
         times = []
         for name in waiter.names:
             limit = self.limits[name]
+            if self._at_lease_cap(limit):
+                return None  # waits for a lease to end, not for decay
             if not limit.active or limit.has_room_enforced(waiter.request.occupy, now):
                 continue
             at = limit.room_at(waiter.request.occupy, now)
@@ -103,18 +123,40 @@ class Engine:
         self._pump(list(self._decay_blocked))
 
     def _expire_leases(self, now: float) -> None:
+        """Each live lease has one heap entry, at or before its deadline (renewals only push
+        deadlines later): a lease renewed since its entry was made gets it moved on."""
         while self._expiries and self._expiries[0][0] <= now:
             _, lease_id = heapq.heappop(self._expiries)
             lease = self.leases.get(lease_id)
-            if lease is not None and lease.expires_at <= now:
+            if lease is None:
+                continue  # ended meanwhile: a stale entry
+            if lease.expires_at <= now:
                 self._end_lease(lease, "lease.expired", "not renewed within its ttl")
+            else:
+                heapq.heappush(self._expiries, (lease.expires_at, lease_id))
 
     def _expire_waiters(self, now: float) -> None:
+        """As for leases: one entry per waiter, moved on when keepalives pushed it later."""
         while self._waiter_deadlines and self._waiter_deadlines[0][0] <= now:
             _, request_id = heapq.heappop(self._waiter_deadlines)
             waiter = self.queues.get(request_id)
-            if waiter is not None and waiter.deadline <= now:
+            if waiter is None:
+                continue
+            if waiter.deadline <= now:
                 self._drop_waiter(waiter, "waiter.timed_out", "no keepalive: the waiter is gone")
+            else:
+                heapq.heappush(self._waiter_deadlines, (waiter.deadline, request_id))
+
+    def _compact_schedules(self) -> None:
+        """Entries of ended leases and gone waiters wait in the heaps until their old deadline
+        (a day for a released one-day lease); rebuild a heap once they outnumber live ones."""
+        if len(self._expiries) > 2 * len(self.leases) + COMPACT_SLACK:
+            self._expiries = [(lease.expires_at, i) for i, lease in self.leases.items()]
+            heapq.heapify(self._expiries)
+        if len(self._waiter_deadlines) > 2 * len(self.queues) + COMPACT_SLACK:
+            waiters = self.queues.by_request.items()
+            self._waiter_deadlines = [(w.deadline, i) for i, w in waiters]
+            heapq.heapify(self._waiter_deadlines)
 
     # --- acquiring --------------------------------------------------------------------------
 
@@ -129,6 +171,8 @@ class Engine:
         now = self.clock.now()
         self._count_denied(names, request.occupy, now)
         if self._admissible(names, request.occupy, now):
+            if request.mode == "concurrency":
+                self._check_lease_room(names)
             lease = self._grant(request, names, now)
             return self._granted(request.request_id, lease, missing)
         if not request.wait:
@@ -212,12 +256,59 @@ class Engine:
                 limit.denied += 1
                 self._dirty(limit)
 
+    def _check_lease_room(self, names: list[str]) -> None:
+        """A grant must not pass the lease caps (inactive limits included)."""
+        bounds = self.bounds
+        if len(self.leases) >= bounds.max_leases:
+            raise bounds.refuse(
+                "max_leases", "the coordinator's live leases", "names", "release some"
+            )
+        for name in names:
+            if self._at_lease_cap(self.limits[name]):
+                raise bounds.refuse(
+                    "max_leases_per_limit",
+                    f"limit {name!r}'s live leases",
+                    "names",
+                    "release or revoke some (`gcl leases NAME`)",
+                )
+
+    def _at_lease_cap(self, limit: Limit) -> bool:
+        return len(limit.lease_ids) >= self.bounds.max_leases_per_limit
+
+    def _check_queue_room(self, request: AcquireRequest, names: list[str]) -> None:
+        """Joining the queues must not pass the waiter caps."""
+        bounds = self.bounds
+        if len(self.queues) >= bounds.max_waiters:
+            raise bounds.refuse("max_waiters", "the coordinator's waiters", "names", "retry later")
+        for name in names:
+            if self.queues.depth(name) >= bounds.max_waiters_per_limit:
+                raise bounds.refuse(
+                    "max_waiters_per_limit",
+                    f"the queue of limit {name!r}",
+                    "names",
+                    "retry later or raise the limit",
+                )
+        if self._waiting_holders.get(_holder_key(request.holder), 0) >= (
+            bounds.max_waiters_per_holder
+        ):
+            holder = request.holder
+            raise bounds.refuse(
+                "max_waiters_per_holder",
+                f"the waiters of holder {holder.worker_id!r} on {holder.host!r} (pid {holder.pid})",
+                "holder",
+                "wait for some of them first",
+            )
+
     def _enqueue(
         self, request: AcquireRequest, names: list[str], missing: list[str], now: float
     ) -> AcquireResult:
+        self._check_queue_room(request, names)
         waiter = Waiter(request, names, missing, queued_at=now, deadline=now, notify=request.notify)
         self.queues.add(waiter)
+        key = _holder_key(request.holder)
+        self._waiting_holders[key] = self._waiting_holders.get(key, 0) + 1
         self._keep_waiting(waiter, now)
+        heapq.heappush(self._waiter_deadlines, (waiter.deadline, waiter.request_id))
         self._emit("waiter.queued", names, request_id=waiter.request_id, holder=request.holder)
         self._note_decay_block(names)
         return self._queued(waiter)
@@ -237,8 +328,8 @@ class Engine:
         return AcquireResult(status="granted", request_id=request_id, lease=info, missing=missing)
 
     def _keep_waiting(self, waiter: Waiter, now: float) -> None:
+        """Push the deadline on; its heap entry (made at enqueue) is moved when it comes due."""
         waiter.deadline = now + 3 * self.keepalive_seconds
-        heapq.heappush(self._waiter_deadlines, (waiter.deadline, waiter.request_id))
 
     def _grant(self, request: AcquireRequest, names: list[str], now: float) -> Lease:
         tokens = {}
@@ -254,7 +345,7 @@ class Engine:
             occupy=request.occupy,
             mode=request.mode,
             ttl=request.lease_ttl,
-            holder=self._holders.setdefault(request.holder, request.holder),
+            holder=request.holder,
             granted_at=self.clock.wall(),
             granted_mono=now,
             expires_at=now + request.lease_ttl,
@@ -280,7 +371,8 @@ class Engine:
             limit.decay_level += lease.occupy
 
     def _attach(self, lease: Lease) -> None:
-        self.leases[lease.lease_id] = lease
+        lease.holder = self._share_holder(lease.holder)
+        self.leases.add(lease)
         self.lease_by_request[lease.request_id] = lease.lease_id
         heapq.heappush(self._expiries, (lease.expires_at, lease.lease_id))
         for name in lease.names:
@@ -290,7 +382,8 @@ class Engine:
         self.changes.add_lease(lease)
 
     def _detach(self, lease: Lease, now: float) -> None:
-        self.leases.pop(lease.lease_id, None)
+        if self.leases.pop(lease.lease_id, None) is not None:
+            self._unshare_holder(lease.holder)
         self.lease_by_request.pop(lease.request_id, None)
         for name in lease.names:
             limit = self.limits.get(name)
@@ -300,6 +393,19 @@ class Engine:
                 limit.record_hold(now - lease.granted_mono, recent=not lease.long_lived)
                 self._dirty(limit)
         self.changes.remove_lease(lease.lease_id)
+        self._compact_schedules()
+
+    def _share_holder(self, holder: Holder) -> Holder:
+        shared, uses = self._holders.get(holder, (holder, 0))
+        self._holders[holder] = (shared, uses + 1)
+        return shared
+
+    def _unshare_holder(self, holder: Holder) -> None:
+        shared, uses = self._holders.get(holder, (holder, 1))
+        if uses <= 1:
+            self._holders.pop(holder, None)
+        else:
+            self._holders[holder] = (shared, uses - 1)
 
     def _pump(self, names: Iterable[str]) -> None:
         """Admit waiters while they fit; each admission may unblock other queues."""
@@ -325,7 +431,7 @@ class Engine:
         return [head] if head else []
 
     def _admit(self, waiter: Waiter, now: float) -> None:
-        self.queues.remove(waiter)
+        self._unqueue(waiter)
         lease = self._grant(waiter.request, waiter.names, now)
         notice = WaitNotice(
             request_id=waiter.request_id,
@@ -339,6 +445,8 @@ class Engine:
         """Fits when, on every enforcing limit it names, it stands first and there is room."""
         for name in waiter.names:
             limit = self.limits[name]
+            if self._at_lease_cap(limit):
+                return False  # a lease ending on it pumps this queue again
             if not limit.active:
                 continue
             if self.queues.head(name) is not waiter:
@@ -367,8 +475,7 @@ class Engine:
                 "or its ttl; to hold longer, acquire a new one with a longer ttl",
                 "lease_id",
             )
-        lease.renew(self.clock.now())
-        heapq.heappush(self._expiries, (lease.expires_at, lease.lease_id))
+        lease.renew(self.clock.now())  # its one heap entry moves on when it comes due
         return RenewResult(lease_id=lease_id, expires_in=lease.ttl)
 
     def release(self, lease_id: str, secret: str) -> ReleaseResult:
@@ -464,7 +571,7 @@ class Engine:
         return WaitStatus(status="unknown", request_id=request_id)
 
     def _drop_waiter(self, waiter: Waiter, kind: EventKind, reason: str) -> None:
-        self.queues.remove(waiter)
+        self._unqueue(waiter)
         self._emit(
             kind,
             waiter.names,
@@ -476,7 +583,7 @@ class Engine:
 
     def _reject_waiter(self, waiter: Waiter, code: str, message: str) -> None:
         """Tell a waiter it failed. The caller pumps its other queues once it is consistent."""
-        self.queues.remove(waiter)
+        self._unqueue(waiter)
         self._emit(
             "waiter.rejected",
             waiter.names,
@@ -494,6 +601,17 @@ class Engine:
             ),
         )
 
+    def _unqueue(self, waiter: Waiter) -> None:
+        """Take a waiter out of every queue it stands in: admitted, dropped or rejected."""
+        if waiter.request_id not in self.queues:
+            return
+        self.queues.remove(waiter)
+        key = _holder_key(waiter.request.holder)
+        left = self._waiting_holders.pop(key, 1) - 1
+        if left > 0:
+            self._waiting_holders[key] = left
+        self._compact_schedules()
+
     def _notify(self, waiter: Waiter, notice: WaitNotice) -> None:
         if waiter.notify:
             self.changes.notices.append((waiter.notify, notice))
@@ -507,6 +625,7 @@ class Engine:
                 f"limit {spec.name!r} already exists: use `gcl update {spec.name}` to change it",
                 "name",
             )
+        self._check_limit_room("name")
         wall = self.clock.wall()
         limit = Limit(
             spec.name,
@@ -530,6 +649,14 @@ class Engine:
         template = self._template_for(name)
         if template is None:
             return
+        self._check_limit_room("names")
+        if self._instances.get(template.name, 0) >= self.bounds.max_instances_per_template:
+            raise self.bounds.refuse(
+                "max_instances_per_template",
+                f"the limits created from template {template.name!r}",
+                "names",
+                "delete those no longer used (`gcl ls`)",
+            )
         wall = self.clock.wall()
         limit = Limit(
             name,
@@ -539,10 +666,18 @@ class Engine:
             created_at=wall,
             updated_at=wall,
             fencing_token=_token_floor(wall),
+            template=template.name,
         )
         self.limits[name] = limit
+        self._instances[template.name] = self._instances.get(template.name, 0) + 1
         self._dirty(limit)
         self._emit("limit.created", [name], reason=f"from template {template.name!r}")
+
+    def _check_limit_room(self, field: str) -> None:
+        if len(self.limits) >= self.bounds.max_limits:
+            raise self.bounds.refuse(
+                "max_limits", "the coordinator's limits", field, "delete unused ones (`gcl ls`)"
+            )
 
     def _template_for(self, name: str) -> Limit | None:
         for template in sorted(self._templates):
@@ -588,6 +723,7 @@ class Engine:
         limit = self._limit(name)
         del self.limits[name]
         self._templates.discard(name)
+        self._forget_instance(limit)
         self._decay_blocked.discard(name)
         touched: list[str] = []
         for waiter in self.queues.queue(name):
@@ -600,6 +736,18 @@ class Engine:
         self._emit("limit.deleted", [name], limits=[])
         return len(holders)
 
+    def _forget_instance(self, limit: Limit) -> None:
+        """Keep the per-template counts true when an instance or a template goes."""
+        if limit.template is not None and limit.template in self._instances:
+            left = self._instances.pop(limit.template) - 1
+            if left > 0:
+                self._instances[limit.template] = left
+        if limit.is_template:
+            self._instances.pop(limit.name, None)
+            for other in self.limits.values():
+                if other.template == limit.name:
+                    other.template = None
+
     def _forget_name(self, waiter: Waiter, name: str) -> list[str]:
         """Take a deleted limit off a waiter; return the queues it still stands in."""
         if waiter.request.strict:
@@ -609,7 +757,7 @@ class Engine:
         waiter.names.remove(name)
         waiter.missing.append(name)
         if not waiter.names:
-            self.queues.remove(waiter)
+            self._unqueue(waiter)
             notice = WaitNotice(
                 request_id=waiter.request_id, status="granted", missing=waiter.missing
             )
@@ -635,14 +783,66 @@ class Engine:
             if pattern is None or naming.matches(name, pattern)
         ]
 
-    def detail(self, name: str) -> LimitDetail:
+    def page_limits(self, pattern: str | None, size: int, cursor: str | None) -> LimitList:
+        """Limits sorted by name, `size` at most, after the cursor's name."""
+        found = self.cursors.read(cursor, "n")
+        after = found[1] if found else None
+        names = (
+            n
+            for n in self.limits
+            if (after is None or n > after) and (pattern is None or naming.matches(n, pattern))
+        )
+        chosen = heapq.nsmallest(size + 1, names)  # O(limits · log size), no full sort
+        page = chosen[:size]
+        following = self.cursors.make("n", page[-1]) if len(chosen) > size else None
+        return LimitList(limits=[self.limit_info(n) for n in page], next_cursor=following)
+
+    def page_leases(self, name: str | None, size: int, cursor: str | None) -> LeaseList:
+        """Live leases in grant order (oldest first), on all limits or on one."""
+        found = self.cursors.read_key(cursor, "l")
+        after = found[1] if found else None
+        chosen = self._lease_page(name, after, size + 1)
+        page = chosen[:size]
+        following = self.cursors.make("l", page[-1][0]) if len(chosen) > size else None
+        now = self.clock.now()
+        return LeaseList(leases=[lease.info(now) for _, lease in page], next_cursor=following)
+
+    def _lease_page(self, name: str | None, after: int | None, count: int) -> list[Keyed]:
+        if name is None:
+            return self.leases.after(after, count)  # O(log leases)
+        keyed = ((self.leases.key(i), i) for i in self._limit(name).lease_ids)
+        if after is not None:
+            keyed = ((k, i) for k, i in keyed if k > after)
+        # O(leases on the limit), which max_leases_per_limit bounds
+        return [(k, self.leases[i]) for k, i in heapq.nsmallest(count, keyed)]
+
+    def detail(self, name: str, size: int = DEFAULT_PAGE, cursor: str | None = None) -> LimitDetail:
+        """The limit's figures, then one page of its holders (oldest first) followed by its
+        queue (in order, with positions): holders first, then waiters, `size` in all."""
         limit = self._limit(name)
         now = self.clock.now()
-        holders = sorted((self.leases[i] for i in limit.lease_ids), key=lambda x: x.granted_mono)
+        kind, after = self.cursors.read_key(cursor, "hw") or ("h", None)
+        holders: list[Keyed] = []
+        following = None
+        if kind == "h":
+            holders = self._lease_page(name, after, size + 1)
+            if len(holders) > size:
+                holders = holders[:size]
+                following = self.cursors.make("h", holders[-1][0])
+            kind, after, size = "w", None, size - len(holders)
+        waiters: list[tuple[int, int, Waiter]] = []
+        if following is None and size == 0 and self.queues.depth(name):
+            following = self.cursors.make("w", "")
+        elif following is None:
+            waiters = self.queues.page(name, after, size + 1)
+            if len(waiters) > size:
+                waiters = waiters[:size]
+                following = self.cursors.make("w", waiters[-1][0])
         return LimitDetail(
-            limit=self.limit_info(name),
-            holders=[lease.info(now) for lease in holders],
-            waiters=[w.info(now, i) for i, w in enumerate(self.queues.queue(name))],
+            limit=limit.info(now, self.queues.depth(name)),
+            holders=[lease.info(now) for _, lease in holders],
+            waiters=[waiter.info(now, position) for _, position, waiter in waiters],
+            next_cursor=following,
         )
 
     def list_leases(self, name: str | None = None) -> list[LeaseInfo]:
@@ -667,6 +867,7 @@ class Engine:
             self.limits[limit.name] = limit
             if limit.is_template:
                 self._templates.add(limit.name)
+        self._count_instances()
         orphans = []
         for lease in leases:
             if not all(name in self.limits for name in lease.names):
@@ -682,6 +883,20 @@ class Engine:
     def _left(self, lease: Lease) -> float:
         """What remains of a lease nobody renews: a fresh ttl would stretch it at each restart."""
         return max(0.0, lease.wall_expiry() - self.clock.wall())
+
+    def _count_instances(self) -> None:
+        """After a restart, credit each limit to the template that would have created it."""
+        if not self._templates:
+            return
+        templates = [self.limits[t] for t in sorted(self._templates)]
+        for limit in self.limits.values():
+            if limit.is_template:
+                continue
+            for template in templates:
+                if naming.template_matches(template.name, limit.name):
+                    limit.template = template.name
+                    self._instances[template.name] = self._instances.get(template.name, 0) + 1
+                    break
 
     # --- bookkeeping ------------------------------------------------------------------------
 
@@ -718,6 +933,19 @@ class Engine:
                 limits=limits,
             )
         )
+
+
+HolderKey = tuple[str, str, int]
+Keyed = tuple[int, Lease]  # a lease with its arrival key (its place in grant order)
+
+
+def _lease_id(lease: Lease) -> str:
+    return lease.lease_id
+
+
+def _holder_key(holder: Holder) -> HolderKey:
+    """Who a waiter is, for its cap: the process (the label is only a description)."""
+    return (holder.worker_id, holder.host, holder.pid)
 
 
 def _token_floor(wall: float) -> int:

@@ -8,6 +8,7 @@ JetStream still gets live events. Retention is by age and by size, oldest droppe
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -21,8 +22,9 @@ log = logging.getLogger("gcl.coordinator")
 JS_TIMEOUT = 5.0
 
 
-def stream_config(settings: CoordinatorSettings) -> StreamConfig:
+def stream_config(settings: CoordinatorSettings, replicas: int = 1) -> StreamConfig:
     return StreamConfig(
+        num_replicas=replicas,
         name=stream_name(settings.prefix),
         description=f"gcl events of prefix {settings.prefix!r}, kept for gcl events/alerts",
         subjects=[Subjects(settings.prefix).all_events],
@@ -34,9 +36,17 @@ def stream_config(settings: CoordinatorSettings) -> StreamConfig:
     )
 
 
+def cluster_replicas(nc: NATS) -> int:
+    """3 replicas when NATS is a cluster of 3 or more (losing a node loses no event), else 1."""
+    info: dict[str, Any] = getattr(nc, "_server_info", None) or {}
+    if not info.get("cluster"):
+        return 1
+    return max(1, min(3, len(set(info.get("connect_urls") or []))))
+
+
 async def ensure_stream(nc: NATS, settings: CoordinatorSettings) -> bool:
     """Create or re-size the stream; on any failure warn and go on with live events only."""
-    config = stream_config(settings)
+    config = stream_config(settings, cluster_replicas(nc))
     js = nc.jetstream(timeout=JS_TIMEOUT)
     try:
         try:
@@ -45,6 +55,8 @@ async def ensure_stream(nc: NATS, settings: CoordinatorSettings) -> bool:
             await js.add_stream(config)
             log.info("created event stream %s (%s)", config.name, _limits(config))
             return True
+        if current.num_replicas != config.num_replicas:
+            config.num_replicas = current.num_replicas  # changing replicas is an operator's call
         if _differs(current, config):
             await js.update_stream(config)
             log.info("updated event stream %s (%s)", config.name, _limits(config))

@@ -31,6 +31,7 @@ class Limit:
     held: int = 0
     lease_ids: set[str] = field(default_factory=set)
     recent_hold_seconds: float = 0.0  # in memory only: after a restart the mean stands in
+    template: str | None = None  # the template that created it (in memory: not stored)
 
     def snapshot(self) -> Limit:
         """A copy to commit: the live object keeps changing while the commit waits its turn."""

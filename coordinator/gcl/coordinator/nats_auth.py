@@ -34,7 +34,13 @@ from gcl.sdk.discovery import ROLES, credential_file, read_credential
 from gcl.sdk.events import stream_name
 
 INBOX_ROOT = "_GCL_INBOX"
-READ_ONLY_ADMIN = ("admin.limit.get", "admin.limit.list", "admin.lease.list", "admin.ping")
+READ_ONLY_ADMIN = (
+    "admin.limit.get",
+    "admin.limit.list",
+    "admin.lease.list",
+    "admin.ping",
+    "admin.status",
+)
 USER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 

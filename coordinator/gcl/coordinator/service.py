@@ -11,15 +11,19 @@ events leave in order, and only after the changes they reveal are on disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
+import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import BaseModel, ValidationError
@@ -30,19 +34,22 @@ from gcl.coordinator.engine import Engine
 from gcl.coordinator.errors import Refusal
 from gcl.coordinator.event_stream import ensure_stream
 from gcl.coordinator.explain import wait_detail
+from gcl.coordinator.leadership import Leadership
 from gcl.coordinator.metrics import MetricsEndpoint, start_metrics
 from gcl.coordinator.settings import CoordinatorSettings
-from gcl.coordinator.store import Store, safe_url
+from gcl.coordinator.store import Deposed, Store, safe_url
 from gcl.protocol import (
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
     AcquireRequest,
+    CoordinatorStatus,
     Deleted,
     ErrorBody,
     Event,
-    LeaseList,
+    LeaseListRequest,
     LeaseRef,
-    LimitList,
+    LimitGetRequest,
+    LimitListRequest,
     LostNotice,
     Message,
     Pong,
@@ -70,6 +77,7 @@ Handler = Callable[[Any], BaseModel]
 # granted twice). Everything else waits for its commit, in order.
 MAX_FIELD_ECHO = 200  # an error echoes at most this much of the caller's input
 _REVEAL_NOTHING = frozenset({ops.RENEW.name, ops.RELEASE.name, ops.PING.name})
+_PAGED = (LimitGetRequest, LimitListRequest, LeaseListRequest)  # listings: page size `limit`
 
 
 class Coordinator:
@@ -78,7 +86,7 @@ class Coordinator:
     def __init__(self, settings: CoordinatorSettings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.engine = Engine(self.clock, settings.keepalive_seconds)
+        self.engine = Engine(self.clock, settings.keepalive_seconds, settings.bounds())
         self.store = Store(settings.db_url, settings.sqlite_synchronous)
         self.subjects = Subjects(settings.prefix)
         self.id = uuid.uuid4().hex[:12]
@@ -93,6 +101,11 @@ class Coordinator:
         self._handlers = self._routes()
         self.observers: list[Callable[[Event], None]] = []
         self.metrics: MetricsEndpoint | None = None
+        self.leading = False  # True from taking the lead until stepping down
+        self.leadership = Leadership(settings.db_url, settings.prefix, self.id)
+        self._deposed: str | None = None
+        self._request_subs: list[Subscription] = []
+        self._unsubscribing: asyncio.Task[None] | None = None
         self.unanswerable = 0  # requests that came without a reply subject, dropped
 
     def _routes(self) -> dict[str, tuple[type[Message], Handler]]:
@@ -105,20 +118,33 @@ class Coordinator:
             ops.WAIT_WITHDRAW: lambda r: e.withdraw(r.request_id, r.secret, r.reason),
             ops.WAIT_INSPECT: lambda r: wait_detail(e, r.request_id, r.secret),
             ops.LIMIT_CREATE: e.create_limit,
-            ops.LIMIT_GET: lambda r: e.detail(r.name),
-            ops.LIMIT_LIST: lambda r: LimitList(limits=e.list_limits(r.pattern)),
+            ops.LIMIT_GET: lambda r: e.detail(r.name, r.limit, r.cursor),
+            ops.LIMIT_LIST: lambda r: e.page_limits(r.pattern, r.limit, r.cursor),
             ops.LIMIT_UPDATE: e.update_limit,
             ops.LIMIT_DELETE: lambda r: Deleted(
                 name=r.name, released_leases=e.delete_limit(r.name)
             ),
-            ops.LEASE_LIST: lambda r: LeaseList(leases=e.list_leases(r.name)),
+            ops.LEASE_LIST: lambda r: e.page_leases(r.name, r.limit, r.cursor),
             ops.LEASE_REVOKE: self._revoke,
             ops.PING: lambda r: Pong(
                 coordinator_id=self.id, started_at=self.started_at, version=VERSION
             ),
         }
-        assert set(handlers) == set(ops.OPERATIONS), "every operation needs a handler"
+        # admin.status is answered by every coordinator, standby or not: its own subscription.
+        assert set(handlers) == set(ops.OPERATIONS) - {ops.STATUS}, "an operation lacks a handler"
         return {op.name: (op.request, handler) for op, handler in handlers.items()}
+
+    def status(self) -> CoordinatorStatus:
+        """What `gcl status` shows of this coordinator."""
+        return CoordinatorStatus(
+            coordinator_id=self.id,
+            role="leader" if self.leading else "standby",
+            epoch=self.store.epoch if self.leading else None,
+            since=self.started_at,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=VERSION,
+        )
 
     def _revoke(self, ref: LeaseRef) -> Revoked:
         self.engine.revoke(ref.lease_id)
@@ -127,36 +153,93 @@ class Coordinator:
     # --- life cycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load state, make sure we are alone, then serve. Raises before serving on conflict."""
-        limits, leases = await asyncio.to_thread(self.store.open)
+        """Connect, stand by until leading (PostgreSQL), take the lead, load, then serve.
+
+        On SQLite the file lock and a NATS ping make sure we are alone; on PostgreSQL the
+        election decides, and the epoch taken with the lead fences whoever led before."""
+        self.nc = await connect(self.settings, f"gcl-coordinator-{self.id}")
         try:
-            self.nc = await connect(self.settings, f"gcl-coordinator-{self.id}")
-            await self._ensure_alone()
+            await self._answer_status()
+            await self.leadership.wait_for_lead()
+            limits, leases = await asyncio.to_thread(self.store.open, self.id)
+            if not self.leadership.elected:
+                await self._ensure_alone()
             await ensure_stream(self.nc, self.settings)  # warns, never raises
             self.metrics = await start_metrics(self.engine, self.settings, self.observers)
         except BaseException:
+            self.leadership.release()
             await asyncio.to_thread(self.store.close)
-            if self.nc is not None:
+            with contextlib.suppress(Exception):
                 await self.nc.close()
             raise
+        self.leading = True
         self.engine.restore(limits, leases)
         self._outbox.merge(self.engine.take_changes())
         self.started_at = self.clock.wall()
         for operation in self._handlers:
-            await self.nc.subscribe(self.subjects.op(operation), cb=self._on_message)
+            await self._subscribe(self.subjects.op(operation), self._on_message)
             if ops.BY_NAME[operation].admin:  # `{op}.{user}`: the sender's NATS identity
-                await self.nc.subscribe(self.subjects.op(operation) + ".*", cb=self._on_message)
+                await self._subscribe(self.subjects.op(operation) + ".*", self._on_message)
         self._emit_started(len(limits), len(self.engine.leases))
+        self.leadership.watch(lambda: self.nc is not None and self.nc.is_connected, self._step_down)
         self._reschedule()
         log.info(
-            "coordinator %s serving %s.* on %s, %d limits, %d leases restored (db %s)",
+            "coordinator %s leads %s.* (epoch %d) on %s, %d limits, %d leases restored (db %s)",
             self.id,
             self.settings.prefix,
+            self.store.epoch,
             self.settings.nats_url,
             len(limits),
             len(self.engine.leases),
             safe_url(self.settings.db_url),
         )
+
+    async def _subscribe(self, subject: str, cb: Callable[[Msg], Awaitable[None]]) -> None:
+        assert self.nc is not None
+        self._request_subs.append(await self.nc.subscribe(subject, cb=cb))
+
+    async def _answer_status(self) -> None:
+        """Leader or standby, every coordinator answers `admin.status` (`gcl status`)."""
+        assert self.nc is not None
+        subject = self.subjects.op(ops.STATUS.name)
+        for pattern in (subject, subject + ".*"):
+            await self.nc.subscribe(pattern, cb=self._on_status)
+
+    async def _on_status(self, msg: Msg) -> None:
+        if msg.reply and self.nc is not None:
+            await _publish(self.nc, msg.reply, _ok(self.status()))
+
+    def _step_down(self, reason: str) -> None:
+        """No longer the leader (or not sure): stop serving at once, send nothing owed.
+
+        Nothing uncommitted was announced, and the new leader reloads what was committed; so
+        dropping the outbox loses nothing anyone was told. The process then exits non-zero
+        for its supervisor to restart it as a standby."""
+        if self._deposed is not None:
+            return
+        self._deposed = reason
+        self.leading = False
+        log.error("stepping down: %s", reason)
+        self._outbox = Changes()
+        self._replies = []
+        if self._timer is not None:
+            self._timer.cancel()
+        subs, self._request_subs = self._request_subs, []
+        self.leadership.release()
+        self._unsubscribing = asyncio.get_running_loop().create_task(
+            self._unsubscribe(subs, reason)
+        )
+        self._failed.set()
+
+    async def _unsubscribe(self, subs: list[Subscription], reason: str) -> None:
+        for sub in subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if self.nc is not None:  # best effort: the stream stores it if NATS takes it
+            event = Event(kind="coordinator.stepped_down", at=self.clock.wall(), reason=reason)
+            await _publish(
+                self.nc, self.subjects.event(event.kind), event.model_dump_json().encode()
+            )
 
     async def _ensure_alone(self) -> None:
         assert self.nc is not None
@@ -170,9 +253,16 @@ class Coordinator:
         )
 
     def _emit_started(self, limits: int, leases: int) -> None:
-        reason = f"coordinator {self.id} started: {limits} limits, {leases} leases restored"
-        started = Event(kind="coordinator.started", at=self.started_at, reason=reason)
-        self._outbox.events.append(started)
+        reason = (
+            f"coordinator {self.id} leads at epoch {self.store.epoch}: {limits} limits, "
+            f"{leases} leases restored"
+        )
+        self._outbox.events.append(
+            Event(kind="coordinator.started", at=self.started_at, reason=reason)
+        )
+        if self.leadership.elected:
+            elected = Event(kind="coordinator.elected", at=self.started_at, reason=reason)
+            self._outbox.events.append(elected)
         self._kick()
 
     async def run(self, ready: Callable[[], None] | None = None) -> None:
@@ -186,14 +276,18 @@ class Coordinator:
             await self.stop()
 
     async def failed(self) -> None:
-        """Wait until the coordinator can no longer serve (its database kept failing); raise."""
+        """Wait until the coordinator can no longer serve (its database kept failing, or it
+        is no longer the leader); raise."""
         await self._failed.wait()
+        if self._deposed is not None:
+            raise Deposed(f"coordinator {self.id} stepped down: {self._deposed}")
         raise GCLError("the database kept failing; stopping so a restart reloads the truth")
 
     async def stop(self) -> None:
         """Finish the commit in flight, send what it owes, then let go of NATS and the DB."""
         if self._timer is not None:
             self._timer.cancel()
+        self.leadership.release()
         if self._flusher is not None and not self._failed.is_set():
             await asyncio.wait_for(asyncio.shield(self._flusher), timeout=10)
         if self.nc is not None and not self.nc.is_closed:
@@ -229,10 +323,17 @@ class Coordinator:
         """Run one request through the engine; every failure becomes an error reply."""
         try:
             request_type, handler = self._handlers[operation]
+            self._check_size(data)
             request = _parse(request_type, data)
             if isinstance(request, AcquireRequest):
                 _check_notify(request.notify, reply_to)
             reply = _ok(handler(request))
+            while (
+                len(reply) > self._max_reply and isinstance(request, _PAGED) and request.limit > 1
+            ):
+                # a page of long items: halve it (a listing is a pure read, safe to redo)
+                request = request.model_copy(update={"limit": request.limit // 2})
+                reply = _ok(handler(request))
             if actor is not None:
                 _stamp(self.engine.changes, actor)
             if len(reply) > self._max_reply:
@@ -249,6 +350,16 @@ class Coordinator:
             return _error("internal", "the coordinator failed on this request; see its log")
         finally:
             self._outbox.merge(self.engine.take_changes())
+
+    def _check_size(self, data: bytes) -> None:
+        """Refuse an oversized payload before spending any parsing on it."""
+        cap = self.settings.max_request_bytes
+        if len(data) > cap:
+            raise Refusal(
+                "invalid_request",
+                f"the request is {len(data):,} bytes; the coordinator accepts at most {cap:,} "
+                "(max_request_bytes): send less, or raise GCL_MAX_REQUEST_BYTES on it",
+            )
 
     @property
     def _max_reply(self) -> int:
@@ -290,6 +401,9 @@ class Coordinator:
                 else:
                     await asyncio.to_thread(self.store.apply, batch)
                 return True
+            except Deposed as exc:  # another coordinator leads: never retry, stop serving
+                self._step_down(str(exc))
+                return False
             except Exception:
                 if time.monotonic() > deadline:
                     log.critical(

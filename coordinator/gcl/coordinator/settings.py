@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from gcl.coordinator.bounds import Bounds
 from gcl.sdk.settings import NatsSettings, Role
 
 DEFAULT_DB_URL = "sqlite:///.gcl/gcl.db"
+DEFAULT_BOUNDS = Bounds()
 
 
 class CoordinatorSettings(NatsSettings):
@@ -38,3 +40,39 @@ class CoordinatorSettings(NatsSettings):
     metrics_host: str = Field(
         "127.0.0.1", description="address for the metrics port (0.0.0.0 to let others scrape)"
     )
+    max_request_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="refuse a request payload larger than this before parsing it (the largest "
+        "honest one, an acquire of 32 long names, is under 40 KiB)",
+    )
+    max_limits: int = Field(
+        DEFAULT_BOUNDS.max_limits,
+        ge=1,
+        description="limits and templates in all, instances included",
+    )
+    max_instances_per_template: int = Field(
+        DEFAULT_BOUNDS.max_instances_per_template,
+        ge=1,
+        description="limits one template may create (one per worker name)",
+    )
+    max_leases_per_limit: int = Field(
+        DEFAULT_BOUNDS.max_leases_per_limit,
+        ge=1,
+        description="live leases on one limit, inactive (dry-run) limits included",
+    )
+    max_leases: int = Field(DEFAULT_BOUNDS.max_leases, ge=1, description="live leases in all")
+    max_waiters_per_limit: int = Field(
+        DEFAULT_BOUNDS.max_waiters_per_limit, ge=1, description="waiters queued on one limit"
+    )
+    max_waiters_per_holder: int = Field(
+        DEFAULT_BOUNDS.max_waiters_per_holder,
+        ge=1,
+        description="waiters queued by one holder (its worker_id, host and pid)",
+    )
+    max_waiters: int = Field(DEFAULT_BOUNDS.max_waiters, ge=1, description="waiters queued in all")
+
+    def bounds(self) -> Bounds:
+        """The caps, as the engine takes them."""
+        return Bounds(**{name: getattr(self, name) for name in Bounds.__dataclass_fields__})

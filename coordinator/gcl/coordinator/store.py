@@ -12,6 +12,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -29,12 +30,16 @@ from gcl.sdk.exceptions import GCLError
 
 log = logging.getLogger("gcl.coordinator.store")
 
-SCHEMA_VERSION = 3  # 2: gcl_leases.secret_hash; 3: gcl_leases.notify, long_lived
-_ADVISORY_LOCK_KEY = 0x6763_6C00  # "gcl\0": one coordinator per PostgreSQL database
+# 2: gcl_leases.secret_hash; 3: gcl_leader (the epoch); 4: gcl_leases.notify, long_lived
+SCHEMA_VERSION = 4
 
 
 class StoreLocked(GCLError):
     """Another coordinator already owns this database: two would both grant the same slots."""
+
+
+class Deposed(GCLError):
+    """Another coordinator took over (a newer epoch): this one must stop serving at once."""
 
 
 class StoreUnavailable(GCLError):
@@ -75,6 +80,18 @@ class LeaseRow(SQLModel, table=True):
     long_lived: bool = False
 
 
+class LeaderRow(SQLModel, table=True):
+    """One row: the epoch of the current leader, bumped by each takeover. Every write checks
+    it, so a coordinator that lost the lead cannot commit (and so cannot reveal) anything."""
+
+    __tablename__ = "gcl_leader"
+
+    id: int = Field(default=1, primary_key=True)
+    epoch: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    coordinator_id: str = Field(default="", max_length=64)
+    since: float = 0.0
+
+
 class MetaRow(SQLModel, table=True):
     __tablename__ = "gcl_meta"
 
@@ -87,6 +104,7 @@ class Store:
 
     def __init__(self, url: str, sqlite_synchronous: str = "NORMAL") -> None:
         self.url = url
+        self.epoch = 0  # this store's leadership epoch, taken by `open`
         self._lock_file: TextIO | None = None
         self._lock_conn: Connection | None = None
         self._writer: _Writer | None = None
@@ -115,7 +133,13 @@ class Store:
 
     def _create_engine(self, url: str, synchronous: str) -> Engine:
         if self.dialect != "sqlite":
-            return create_engine(url, pool_pre_ping=True, pool_size=2)
+            # A leader paused or cut off in the middle of a commit holds the epoch row's lock
+            # ("idle in transaction"): end such a session after 1 s, so a takeover never waits
+            # on it for longer than the lock session's own 1.5 s timeout.
+            options = "-c idle_in_transaction_session_timeout=1000"
+            return create_engine(
+                url, pool_pre_ping=True, pool_size=2, connect_args={"options": options}
+            )
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -123,13 +147,43 @@ class Store:
         event.listen(engine, "connect", _sqlite_pragmas(synchronous))
         return engine
 
-    def open(self) -> tuple[list[Limit], list[Lease]]:
-        """Take the single-writer lock, create tables if needed, and load everything."""
+    def open(self, coordinator_id: str = "") -> tuple[list[Limit], list[Lease]]:
+        """Create tables if needed, take the lead (a new epoch, committed), then load.
+
+        On SQLite a file lock also keeps a second coordinator out; on PostgreSQL the election
+        (`election.py`) decides who calls this, and the epoch fences whoever it deposed."""
         with self._explained():
             self._lock()
             SQLModel.metadata.create_all(self.engine)
             self._check_schema()
+            self.epoch = self.take_lead(coordinator_id)
             return self.load()
+
+    def take_lead(self, coordinator_id: str) -> int:
+        """Bump the epoch in a committed transaction; from now on only our writes land."""
+        leader = _table(LeaderRow)
+        with self.engine.begin() as conn:
+            if conn.execute(select(leader.c.epoch).where(leader.c.id == 1)).first() is None:
+                conn.execute(leader.insert(), {"id": 1, "epoch": 0, "coordinator_id": ""})
+            conn.execute(
+                leader.update()
+                .where(leader.c.id == 1)
+                .values(epoch=leader.c.epoch + 1, coordinator_id=coordinator_id, since=time.time())
+            )
+            epoch = conn.execute(select(leader.c.epoch).where(leader.c.id == 1)).scalar_one()
+        log.info("took the lead at epoch %d", epoch)
+        return int(epoch)
+
+    def leader(self) -> tuple[int, str, float]:
+        """The current epoch, its coordinator and since when (for status and tests)."""
+        leader = _table(LeaderRow)
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(leader.c.epoch, leader.c.coordinator_id, leader.c.since).where(
+                    leader.c.id == 1
+                )
+            ).first()
+        return (int(row[0]), str(row[1]), float(row[2])) if row else (0, "", 0.0)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -146,8 +200,6 @@ class Store:
     def _lock(self) -> None:
         if self.dialect == "sqlite":
             self._lock_sqlite()
-        elif self.dialect == "postgresql":
-            self._lock_postgres()
 
     def _lock_sqlite(self) -> None:
         database = make_url(self.url).database
@@ -160,23 +212,12 @@ class Store:
             handle.close()
             raise StoreLocked(
                 f"another coordinator is using {database}: stop it first, or give this one "
-                "its own database with --db / GCL_DB_URL"
+                "its own database with --db / GCL_DB_URL (SQLite allows one coordinator; for "
+                "hot standbys use PostgreSQL)"
             ) from None
         handle.write(str(os.getpid()))
         handle.flush()
         self._lock_file = handle
-
-    def _lock_postgres(self) -> None:
-        conn = self.engine.connect()
-        locked = conn.execute(text(f"SELECT pg_try_advisory_lock({_ADVISORY_LOCK_KEY})")).scalar()
-        conn.commit()
-        if not locked:
-            conn.close()
-            raise StoreLocked(
-                "another coordinator holds this PostgreSQL database: stop it first, or point "
-                "this one at another database"
-            )
-        self._lock_conn = conn
 
     def _check_schema(self) -> None:
         with self.engine.begin() as conn:
@@ -209,7 +250,7 @@ class Store:
         if self._writer is None:
             self._writer = _Writer(self.engine.raw_connection(), self.dialect)
         try:
-            self._writer.write(changes)
+            self._writer.write(changes, self.epoch)
         except Exception:
             self._writer.close()  # a broken connection is replaced on the next try
             self._writer = None
@@ -228,7 +269,14 @@ class _Writer:
         bind = "%({})s" if dialect == "postgresql" else ":{}"
         limit_cols = list(LimitRow.model_fields)
         lease_cols = list(LeaseRow.model_fields)
-        updates = ", ".join(f'"{c}" = excluded."{c}"' for c in limit_cols if c != "name")
+        greatest = "GREATEST" if dialect == "postgresql" else "MAX"
+        updates = ", ".join(
+            f'"{c}" = {greatest}(excluded."{c}", gcl_limits."{c}")'
+            if c == "fencing_token"
+            else f'"{c}" = excluded."{c}"'
+            for c in limit_cols
+            if c != "name"
+        )
         self.upsert_limit = (
             f"INSERT INTO gcl_limits ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in limit_cols)}) "
             f"VALUES ({', '.join(bind.format(c) for c in limit_cols)}) "
@@ -240,10 +288,21 @@ class _Writer:
             f"VALUES ({', '.join(bind.format(c) for c in lease_cols)})"
         )
         self.delete_lease = f"DELETE FROM gcl_leases WHERE lease_id = {bind.format('lease_id')}"
+        # First in every transaction: still the leader? It also locks the row, so a takeover's
+        # epoch bump waits for this commit and then everything after it fails.
+        self.fence = (
+            f"UPDATE gcl_leader SET epoch = epoch WHERE id = 1 AND epoch = {bind.format('epoch')}"
+        )
 
-    def write(self, changes: Changes) -> None:
+    def write(self, changes: Changes, epoch: int) -> None:
         cursor = self.connection.cursor()
         try:
+            cursor.execute(self.fence, {"epoch": epoch})
+            if cursor.rowcount != 1:
+                raise Deposed(
+                    f"another coordinator took the lead (this one had epoch {epoch}): "
+                    "stopping; a supervisor restarts it as a standby"
+                )
             gone = [{"name": n} for n, limit in changes.limits.items() if limit is None]
             limits = [limit_row(limit) for limit in changes.limits.values() if limit is not None]
             removed = [{"lease_id": i} for i in changes.leases_removed]
@@ -381,11 +440,13 @@ def _lease(row: Any, holders: dict[str, Holder]) -> Lease:
 
 def _migrate(conn: Connection, found: int) -> None:
     """Bring an older schema up to date, in the same transaction as the version check."""
+    if found < 3:
+        pass  # gcl_leader is created by create_all; its row by the first take_lead
     if found < 2:
         # Leases granted before secrets existed keep an empty hash: nobody can renew them, so
         # they run out within one TTL of the upgrade (their v1 holders are refused anyway).
         conn.execute(text("ALTER TABLE gcl_leases ADD COLUMN secret_hash VARCHAR(64) DEFAULT ''"))
-    if found < 3:
+    if found < 4:
         # Where a lease's holder is told of its loss, and whether it is renewed at all.
         conn.execute(text("ALTER TABLE gcl_leases ADD COLUMN notify VARCHAR(255) DEFAULT ''"))
         conn.execute(text("ALTER TABLE gcl_leases ADD COLUMN long_lived BOOLEAN DEFAULT FALSE"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gcl.coordinator.ranked import Ranked
 from gcl.protocol import AcquireRequest, WaiterInfo
 
 
@@ -38,11 +39,12 @@ class Waiter:
 
 
 class WaitQueues:
-    """All queues; a dict per limit keeps arrival order with O(1) removal."""
+    """All queues: one `Ranked` per limit, so adding, removing anywhere, the head and a
+    waiter's position cost O(log depth), never a walk down the queue."""
 
     def __init__(self) -> None:
         self.by_request: dict[str, Waiter] = {}
-        self._queues: dict[str, dict[str, Waiter]] = {}
+        self._queues: dict[str, Ranked[Waiter]] = {}
 
     def __contains__(self, request_id: str) -> bool:
         return request_id in self.by_request
@@ -56,7 +58,10 @@ class WaitQueues:
     def add(self, waiter: Waiter) -> None:
         self.by_request[waiter.request_id] = waiter
         for name in waiter.names:
-            self._queues.setdefault(name, {})[waiter.request_id] = waiter
+            queue = self._queues.get(name)
+            if queue is None:
+                queue = self._queues[name] = Ranked(_request_id)
+            queue.add(waiter)
 
     def remove(self, waiter: Waiter) -> None:
         self.by_request.pop(waiter.request_id, None)
@@ -66,22 +71,39 @@ class WaitQueues:
     def drop_from(self, name: str, waiter: Waiter) -> None:
         queue = self._queues.get(name)
         if queue is not None:
-            queue.pop(waiter.request_id, None)
+            queue.pop(waiter.request_id)
             if not queue:
                 del self._queues[name]
 
     def head(self, name: str) -> Waiter | None:
         queue = self._queues.get(name)
-        return next(iter(queue.values())) if queue else None
+        return queue.first() if queue else None
 
     def queue(self, name: str) -> list[Waiter]:
-        return list(self._queues.get(name, {}).values())
+        """The whole queue in order: O(depth), for rare steps (an update, a delete)."""
+        queue = self._queues.get(name)
+        return list(queue.values()) if queue else []
 
     def depth(self, name: str) -> int:
-        return len(self._queues.get(name, ()))
+        queue = self._queues.get(name)
+        return len(queue) if queue else 0
 
     def position(self, name: str, request_id: str) -> int:
-        for index, key in enumerate(self._queues.get(name, {})):
-            if key == request_id:
-                return index
-        return -1
+        """0-based place in the queue of `name`, or -1 if the request does not stand in it."""
+        queue = self._queues.get(name)
+        return queue.rank(request_id) if queue else -1
+
+    def page(self, name: str, after: int | None, count: int) -> list[tuple[int, int, Waiter]]:
+        """Up to `count` (cursor key, position, waiter) that stand behind cursor key `after`."""
+        queue = self._queues.get(name)
+        if not queue:
+            return []
+        found = queue.after(after, count)
+        if not found:
+            return []
+        first = queue.rank_of_key(found[0][0])
+        return [(key, first + i, waiter) for i, (key, waiter) in enumerate(found)]
+
+
+def _request_id(waiter: Waiter) -> str:
+    return waiter.request_id

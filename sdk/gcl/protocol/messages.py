@@ -35,10 +35,14 @@ DEFAULT_LEASE_TTL = 30.0
 MAX_NAMES = 32
 MAX_OCCUPY = 1_000_000
 MAX_SLOTS = 1_000_000_000
+DEFAULT_PAGE = 500  # items per page of a listing, unless the request says `limit`
+MAX_PAGE = 2_000
 
 LimitName = Annotated[str, AfterValidator(validate_name)]
 Mode = Literal["concurrency", "rate"]
 Token = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Cursor = Annotated[str, Field(min_length=1, max_length=1_200, pattern=r"^[A-Za-z0-9_-]+$")]
+PageSize = Annotated[int, Field(ge=1, le=MAX_PAGE)]
 # Chosen by the requester and known only to it and the coordinator: renew, release, keepalive
 # and withdraw must present it. Never in events, lists, logs or reprs.
 Secret = Annotated[
@@ -52,6 +56,7 @@ ErrorCode = Literal[
     "lease_not_found",
     "lease_lost",
     "timeout",
+    "over_capacity",
     "forbidden",
     "unsupported_version",
     "internal",
@@ -348,26 +353,45 @@ class LimitRef(Message):
     name: LimitName
 
 
+# Listings come in pages: `limit` items at most (fewer when they would not fit in one NATS
+# message), and `next_cursor` to pass back as `cursor` for the next page; None at the end.
+
+
 class LimitListRequest(Message):
     pattern: str | None = Field(default=None, max_length=400)
+    limit: PageSize = DEFAULT_PAGE
+    cursor: Cursor | None = None
 
 
 class LimitList(Part):
     limits: list[LimitInfo]
+    next_cursor: str | None = None
+
+
+class LimitGetRequest(Message):
+    """One limit's figures, then its holders (oldest first) and its queue, paged together."""
+
+    name: LimitName
+    limit: PageSize = DEFAULT_PAGE
+    cursor: Cursor | None = None
 
 
 class LimitDetail(Part):
     limit: LimitInfo
     holders: list[LeaseInfo]
     waiters: list[WaiterInfo]
+    next_cursor: str | None = None
 
 
 class LeaseListRequest(Message):
     name: LimitName | None = None
+    limit: PageSize = DEFAULT_PAGE
+    cursor: Cursor | None = None
 
 
 class LeaseList(Part):
     leases: list[LeaseInfo]
+    next_cursor: str | None = None
 
 
 class Deleted(Part):
@@ -377,6 +401,18 @@ class Deleted(Part):
 
 class Revoked(Part):
     lease_id: str
+
+
+class CoordinatorStatus(Part):
+    """One coordinator's answer to `admin.status`: every running one answers, leader or not."""
+
+    coordinator_id: str
+    role: Literal["leader", "standby"]
+    epoch: int | None = None  # the leader's epoch; None for a standby
+    since: float  # when it took the lead, or when it started waiting
+    host: str = ""
+    pid: int = 0
+    version: str = ""
 
 
 class Pong(Part):
@@ -416,6 +452,8 @@ EventKind = Literal[
     "waiter.withdrawn",
     "waiter.rejected",
     "coordinator.started",
+    "coordinator.elected",
+    "coordinator.stepped_down",
 ]
 EVENT_KINDS: tuple[str, ...] = EventKind.__args__  # type: ignore[attr-defined]
 

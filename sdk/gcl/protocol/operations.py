@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from gcl.protocol.messages import (
     AcquireRequest,
     AcquireResult,
+    CoordinatorStatus,
     Deleted,
     HeldLease,
     LeaseList,
@@ -23,6 +24,7 @@ from gcl.protocol.messages import (
     LeaseRef,
     LimitCreate,
     LimitDetail,
+    LimitGetRequest,
     LimitInfo,
     LimitList,
     LimitListRequest,
@@ -60,13 +62,15 @@ WAIT_KEEPALIVE = Operation("wait.keepalive", RequestRef, WaitStatus)
 WAIT_WITHDRAW = Operation("wait.withdraw", Withdraw, WaitStatus)
 WAIT_INSPECT = Operation("wait.inspect", RequestRef, WaitDetail)  # v3: why it still waits
 LIMIT_CREATE = Operation("admin.limit.create", LimitCreate, LimitInfo, admin=True)
-LIMIT_GET = Operation("admin.limit.get", LimitRef, LimitDetail, admin=True)
+LIMIT_GET = Operation("admin.limit.get", LimitGetRequest, LimitDetail, admin=True)
 LIMIT_LIST = Operation("admin.limit.list", LimitListRequest, LimitList, admin=True)
 LIMIT_UPDATE = Operation("admin.limit.update", LimitUpdate, LimitInfo, admin=True)
 LIMIT_DELETE = Operation("admin.limit.delete", LimitRef, Deleted, admin=True)
 LEASE_LIST = Operation("admin.lease.list", LeaseListRequest, LeaseList, admin=True)
 LEASE_REVOKE = Operation("admin.lease.revoke", LeaseRef, Revoked, admin=True)
 PING = Operation("admin.ping", Message, Pong, admin=True)
+# Answered by every coordinator on the prefix (leader and standbys): read with `Rpc.gather`.
+STATUS = Operation("admin.status", Message, CoordinatorStatus, admin=True)
 
 OPERATIONS: tuple[Operation[Any, Any], ...] = (
     ACQUIRE,
@@ -83,5 +87,6 @@ OPERATIONS: tuple[Operation[Any, Any], ...] = (
     LEASE_LIST,
     LEASE_REVOKE,
     PING,
+    STATUS,
 )
 BY_NAME: dict[str, Operation[Any, Any]] = {op.name: op for op in OPERATIONS}

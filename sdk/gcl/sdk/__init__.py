@@ -20,6 +20,7 @@ from gcl.sdk.exceptions import (
     LeaseNotFound,
     LimitExists,
     LimitNotFound,
+    OverCapacity,
     PermissionDenied,
     RequestError,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "LimitInfo",
     "LimitNotFound",
     "NatsSettings",
+    "OverCapacity",
     "PermissionDenied",
     "RequestError",
     "WaiterInfo",

@@ -1,16 +1,21 @@
 """Admin client: create, read, change and delete limits; list and revoke leases.
 
 `AsyncAdminClient` does the work; `AdminClient` is its sync face for scripts and the CLI.
+Listings come from the coordinator in pages: `list_limits`, `list_leases` and `get_limit` follow
+the cursors to the end and return everything; the `*_page` methods return one page and the
+cursor for the next.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from nats.aio.client import Client as NATS
 from pydantic import ValidationError
 
 from gcl.protocol import (
+    DEFAULT_PAGE,
     LEASE_LIST,
     LEASE_REVOKE,
     LIMIT_CREATE,
@@ -19,13 +24,18 @@ from gcl.protocol import (
     LIMIT_LIST,
     LIMIT_UPDATE,
     PING,
+    STATUS,
+    CoordinatorStatus,
     Deleted,
     LeaseInfo,
+    LeaseList,
     LeaseListRequest,
     LeaseRef,
     LimitCreate,
     LimitDetail,
+    LimitGetRequest,
     LimitInfo,
+    LimitList,
     LimitListRequest,
     LimitRef,
     LimitUpdate,
@@ -33,10 +43,14 @@ from gcl.protocol import (
     Pong,
     Revoked,
 )
-from gcl.sdk.exceptions import InvalidRequest
+from gcl.sdk.exceptions import GCLError, InvalidRequest
 from gcl.sdk.loop_thread import LoopThread
 from gcl.sdk.settings import NatsSettings
 from gcl.sdk.transport import Rpc, connect
+
+FOLLOW_PAGE = 1_000  # items per page when following a listing to its end
+MAX_PAGES = 100_000  # a bound on any listing: far beyond what the coordinator's caps allow
+Page = TypeVar("Page", LimitList, LeaseList, LimitDetail)
 
 
 class AsyncAdminClient:
@@ -69,6 +83,11 @@ class AsyncAdminClient:
         """Who is serving: raises CoordinatorUnavailable when nobody is."""
         return await (await self._ready()).call(PING, Message())
 
+    async def status(self, window: float = 0.5) -> list[CoordinatorStatus]:
+        """Every coordinator on this prefix, leader first, then standbys (by since)."""
+        found = await (await self._ready()).gather(STATUS, Message(), window)
+        return sorted(found, key=lambda s: (s.role != "leader", s.since))
+
     async def create_limit(
         self, name: str, limit: int, *, active: bool = True, slot_decay_per_second: float = 0.0
     ) -> LimitInfo:
@@ -82,14 +101,34 @@ class AsyncAdminClient:
         return await (await self._ready()).call(LIMIT_CREATE, request)
 
     async def get_limit(self, name: str) -> LimitDetail:
-        """The limit's figures, its holders and its queue in order."""
-        request = _build(LimitRef, name=name)
+        """The limit's figures, all its holders and its whole queue in order (every page)."""
+        pages = await _follow(lambda cursor: self.get_limit_page(name, FOLLOW_PAGE, cursor))
+        return pages[-1].model_copy(
+            update={
+                "holders": [h for page in pages for h in page.holders],
+                "waiters": [w for page in pages for w in page.waiters],
+                "next_cursor": None,
+            }
+        )
+
+    async def get_limit_page(
+        self, name: str, limit: int = DEFAULT_PAGE, cursor: str | None = None
+    ) -> LimitDetail:
+        """The limit's figures and one page of holders, then waiters (`limit` in all)."""
+        request = _build(LimitGetRequest, name=name, limit=limit, cursor=cursor)
         return await (await self._ready()).call(LIMIT_GET, request)
 
     async def list_limits(self, pattern: str | None = None) -> list[LimitInfo]:
-        request = _build(LimitListRequest, pattern=pattern)
-        result = await (await self._ready()).call(LIMIT_LIST, request)
-        return result.limits
+        """Every limit (matching `pattern`), sorted by name."""
+        pages = await _follow(lambda c: self.list_limits_page(pattern, FOLLOW_PAGE, c))
+        return [info for page in pages for info in page.limits]
+
+    async def list_limits_page(
+        self, pattern: str | None = None, limit: int = DEFAULT_PAGE, cursor: str | None = None
+    ) -> LimitList:
+        """One page of limits sorted by name; pass its `next_cursor` back for the next."""
+        request = _build(LimitListRequest, pattern=pattern, limit=limit, cursor=cursor)
+        return await (await self._ready()).call(LIMIT_LIST, request)
 
     async def update_limit(
         self,
@@ -114,9 +153,16 @@ class AsyncAdminClient:
         return await (await self._ready()).call(LIMIT_DELETE, request)
 
     async def list_leases(self, name: str | None = None) -> list[LeaseInfo]:
-        request = _build(LeaseListRequest, name=name)
-        result = await (await self._ready()).call(LEASE_LIST, request)
-        return result.leases
+        """Every live lease (on limit `name`), oldest first."""
+        pages = await _follow(lambda c: self.list_leases_page(name, FOLLOW_PAGE, c))
+        return [lease for page in pages for lease in page.leases]
+
+    async def list_leases_page(
+        self, name: str | None = None, limit: int = DEFAULT_PAGE, cursor: str | None = None
+    ) -> LeaseList:
+        """One page of live leases, oldest first; pass its `next_cursor` back for the next."""
+        request = _build(LeaseListRequest, name=name, limit=limit, cursor=cursor)
+        return await (await self._ready()).call(LEASE_LIST, request)
 
     async def revoke_lease(self, lease_id: str) -> Revoked:
         request = _build(LeaseRef, lease_id=lease_id)
@@ -152,6 +198,10 @@ class AdminClient:
         """Who is serving: raises CoordinatorUnavailable when nobody is."""
         return self._thread.run(self._async.ping())
 
+    def status(self, window: float = 0.5) -> list[CoordinatorStatus]:
+        """Every coordinator on this prefix, leader first, then standbys (by since)."""
+        return self._thread.run(self._async.status(window))
+
     def create_limit(
         self, name: str, limit: int, *, active: bool = True, slot_decay_per_second: float = 0.0
     ) -> LimitInfo:
@@ -162,11 +212,24 @@ class AdminClient:
         )
 
     def get_limit(self, name: str) -> LimitDetail:
-        """The limit's figures, its holders and its queue in order."""
+        """The limit's figures, all its holders and its whole queue in order (every page)."""
         return self._thread.run(self._async.get_limit(name))
 
+    def get_limit_page(
+        self, name: str, limit: int = DEFAULT_PAGE, cursor: str | None = None
+    ) -> LimitDetail:
+        """The limit's figures and one page of holders, then waiters (`limit` in all)."""
+        return self._thread.run(self._async.get_limit_page(name, limit, cursor))
+
     def list_limits(self, pattern: str | None = None) -> list[LimitInfo]:
+        """Every limit (matching `pattern`), sorted by name."""
         return self._thread.run(self._async.list_limits(pattern))
+
+    def list_limits_page(
+        self, pattern: str | None = None, limit: int = DEFAULT_PAGE, cursor: str | None = None
+    ) -> LimitList:
+        """One page of limits sorted by name; pass its `next_cursor` back for the next."""
+        return self._thread.run(self._async.list_limits_page(pattern, limit, cursor))
 
     def update_limit(
         self,
@@ -187,10 +250,28 @@ class AdminClient:
         return self._thread.run(self._async.delete_limit(name))
 
     def list_leases(self, name: str | None = None) -> list[LeaseInfo]:
+        """Every live lease (on limit `name`), oldest first."""
         return self._thread.run(self._async.list_leases(name))
+
+    def list_leases_page(
+        self, name: str | None = None, limit: int = DEFAULT_PAGE, cursor: str | None = None
+    ) -> LeaseList:
+        """One page of live leases, oldest first; pass its `next_cursor` back for the next."""
+        return self._thread.run(self._async.list_leases_page(name, limit, cursor))
 
     def revoke_lease(self, lease_id: str) -> Revoked:
         return self._thread.run(self._async.revoke_lease(lease_id))
+
+
+async def _follow(fetch: Callable[[str | None], Awaitable[Page]]) -> list[Page]:
+    """Every page of a listing, following `next_cursor` until it is None (bounded)."""
+    pages = [await fetch(None)]
+    for _ in range(MAX_PAGES):
+        cursor = pages[-1].next_cursor
+        if cursor is None:
+            return pages
+        pages.append(await fetch(cursor))
+    raise GCLError(f"a listing went on past {MAX_PAGES:,} pages: the coordinator is misbehaving")
 
 
 def _build(model: type[Message], **fields: Any) -> Any:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
+import random
 import secrets
 import time
 import uuid
@@ -66,6 +68,7 @@ from gcl.sdk.transport import Rpc, connect
 from gcl.sdk.waiting import OnWait, Waiting
 
 log = logging.getLogger("gcl.sdk")
+RETRY_CAP_SECONDS = 0.25  # between tries of an acquire nobody answers (jittered)
 Names = str | Sequence[str]
 OnLost = Callable[[Lease], None]
 _warned_missing: set[str] = set()
@@ -335,7 +338,7 @@ class AsyncClient:
         delay = 0.05
         while True:
             try:
-                return await rpc.call(ACQUIRE, request)
+                return await rpc.call(ACQUIRE, request, timeout=self.settings.attempt_timeout)
             except AcquireTimeout:
                 raise AcquireTimeout(
                     f"no free slots on {request.names} (timeout_seconds=0 tries once)"
@@ -344,8 +347,10 @@ class AsyncClient:
                 if time.monotonic() + delay > give_up:
                     raise
                 log.warning("coordinator not answering; retrying %s", request.names)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                # Short and jittered: a failover to a standby takes ~1.5 s, and many workers
+                # retrying in step would arrive at the new leader all at once.
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, RETRY_CAP_SECONDS)
 
     async def _wait(
         self,
@@ -472,22 +477,35 @@ class AsyncClient:
         if lease.info is None or lease.info.mode != "concurrency":
             return
         rpc = await self._ready()
-        try:
-            held = HeldLease(lease_id=lease.info.lease_id, secret=lease.secret)
-            result = await rpc.call(RELEASE, held)
-            if not result.released:  # it had already ended: someone else may have the slots
-                lease.mark_lost("it was already released when its block ended")
-        except LeaseLost as exc:
-            lease.mark_lost(str(exc))
-        except LeaseNotFound:
-            log.warning("lease %s was unknown to the coordinator at release", lease.lease_id)
-        except CoordinatorUnavailable as exc:
-            log.error(
-                "could not release lease %s (%s): its slots free when its ttl of %gs runs out",
-                lease.lease_id,
-                exc,
-                lease.info.ttl,
-            )
+        held = HeldLease(lease_id=lease.info.lease_id, secret=lease.secret)
+        give_up = time.monotonic() + self.settings.unavailable_timeout
+        delay = 0.05
+        for attempt in itertools.count():
+            try:
+                result = await rpc.call(RELEASE, held, timeout=self.settings.attempt_timeout)
+                if not result.released and attempt == 0:  # ended already: not by us
+                    lease.mark_lost("it was already released when its block ended")
+                return
+            except LeaseLost as exc:
+                lease.mark_lost(str(exc))
+                return
+            except LeaseNotFound:
+                if attempt == 0:  # on a retry: our first try landed, or a new leader forgot it
+                    log.warning("lease %s was unknown to the coordinator at release", held.lease_id)
+                return
+            except CoordinatorUnavailable as exc:
+                # The leader may be failing over: the next one has the lease and frees it.
+                if time.monotonic() + delay > give_up:
+                    log.error(
+                        "could not release lease %s (%s): its slots free when its ttl of %gs "
+                        "runs out",
+                        held.lease_id,
+                        exc,
+                        lease.info.ttl,
+                    )
+                    return
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, RETRY_CAP_SECONDS)
 
 
 class Client:

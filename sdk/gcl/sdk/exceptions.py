@@ -10,7 +10,8 @@
         ├── LimitNotFound        the limit does not exist (raised with strict=True, or by admin)
         ├── LimitExists          create of a name that is already taken
         ├── LeaseNotFound        admin revoke of a lease the coordinator does not know
-        └── Forbidden            another holder's lease or request (wrong secret)
+        ├── Forbidden            another holder's lease or request (wrong secret)
+        └── OverCapacity         the coordinator is at one of its caps (waiters, leases, limits)
 
 Every message says what to do next, because the person reading it is usually an operator at
 3 a.m. looking at a worker's log.
@@ -117,8 +118,24 @@ class LeaseNotFound(RequestError):
     code = "lease_not_found"
 
 
+class OverCapacity(RequestError):
+    """The coordinator holds as much as one of its caps allows (waiters on a limit or of one
+    holder, leases, limits, a template's instances): the message names the cap, its value and
+    the GCL_MAX_* setting that raises it."""
+
+    code = "over_capacity"
+
+
 ERRORS_BY_CODE: dict[str, type[RequestError]] = {
-    cls.code: cls for cls in (InvalidRequest, LimitNotFound, LimitExists, LeaseNotFound, Forbidden)
+    cls.code: cls
+    for cls in (
+        InvalidRequest,
+        LimitNotFound,
+        LimitExists,
+        LeaseNotFound,
+        Forbidden,
+        OverCapacity,
+    )
 }
 
 

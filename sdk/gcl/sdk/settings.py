@@ -132,6 +132,13 @@ class ClientSettings(NatsSettings):
     """What workers tune: how long to keep trying a silent coordinator, default lease TTL, and
     when a waiting request says why it is blocked."""
 
+    attempt_timeout: float = Field(
+        0.3,
+        gt=0,
+        le=300,
+        description="seconds one try of an acquire or release waits for its reply before trying "
+        "again (idempotent): short, so a failover costs little",
+    )
     unavailable_timeout: float = Field(
         10.0, ge=0, le=3600, description="seconds to retry a coordinator that does not answer"
     )

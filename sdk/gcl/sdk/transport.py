@@ -103,6 +103,29 @@ class Rpc:
         data = await self.raw(name, request.model_dump_json().encode(), timeout)
         return decode(data, operation.result)
 
+    async def gather(
+        self, operation: Operation[Req, Res], request: Req, window: float = 0.5
+    ) -> list[Res]:
+        """Every answer that arrives within `window` (operations that all coordinators answer)."""
+        name = operation.name
+        if operation.admin and self.settings.identity:
+            name = f"{name}.{self.settings.identity}"
+        inbox = self.nc.new_inbox()
+        answers: list[bytes] = []
+
+        async def collect(msg: Msg) -> None:
+            if msg.data:  # NATS's "no responders" notice has no body
+                answers.append(bytes(msg.data))
+
+        sub = await self.nc.subscribe(inbox, cb=collect)
+        try:
+            subject = self.subjects.op(name)
+            await self.nc.publish(subject, request.model_dump_json().encode(), reply=inbox)
+            await asyncio.sleep(window)
+        finally:
+            await sub.unsubscribe()
+        return [decode(data, operation.result) for data in answers]
+
     async def raw(self, operation: str, payload: bytes, timeout: float | None = None) -> bytes:
         subject = self.subjects.op(operation)
         wait = timeout if timeout is not None else self.settings.request_timeout
