@@ -34,6 +34,7 @@ from gcl.protocol import (
     OPERATIONS,
     PROTOCOL_VERSION,
     RENEW,
+    STATUS,
     HeldLease,
     LimitInfo,
     Message,
@@ -648,6 +649,7 @@ async def test_hostile_barrage_is_refused_and_changes_nothing(
     real holders, waiters and limits come through untouched and still correct."""
     caplog.set_level(logging.WARNING, logger="gcl.coordinator")
     routes = {op: model for op, (model, _) in coordinator._handlers.items()}
+    routes[STATUS.name] = STATUS.request  # every coordinator answers it on its own subscription
     assert routes == MODELS, "the coordinator parses some subject with another model"
     corpus = hypothesis_corpus(1_200)  # before any waiter: drawing blocks the event loop
     world = await build_world(client, admin)

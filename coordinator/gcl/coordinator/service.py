@@ -206,8 +206,15 @@ class Coordinator:
             await self.nc.subscribe(pattern, cb=self._on_status)
 
     async def _on_status(self, msg: Msg) -> None:
-        if msg.reply and self.nc is not None:
-            await _publish(self.nc, msg.reply, _ok(self.status()))
+        if not msg.reply or self.nc is None:
+            return
+        try:
+            self._check_size(msg.data)
+            _parse(ops.STATUS.request, msg.data)  # hostile input is refused here as anywhere
+            payload = _ok(self.status())
+        except Refusal as refusal:
+            payload = _error(refusal.code, refusal.message, refusal.field)
+        await _publish(self.nc, msg.reply, payload)
 
     def _step_down(self, reason: str) -> None:
         """No longer the leader (or not sure): stop serving at once, send nothing owed.
