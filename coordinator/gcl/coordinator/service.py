@@ -3,9 +3,11 @@
     message ──► parse ──► Engine step ──► Changes ──► outbox ──► commit (thread) ──► replies,
                                                                                    notices, events
 
-Steps run one at a time on the event loop. While a commit runs, later steps pile up in the
-outbox and are committed together: one transaction for many grants under load. Replies and
-events leave in order, and only after the changes they reveal are on disk.
+Steps run one at a time on the event loop. While a commit runs (always on the store's own
+thread, never on the loop), later steps pile up in the outbox and are committed together: one
+transaction for many grants under load. Replies and events leave in order, and only after the
+changes they reveal are on disk. A stalled or failing database therefore delays only what
+waits for a commit; how long the oldest change has waited is the store's health.
 """
 
 from __future__ import annotations
@@ -29,9 +31,16 @@ from gcl.coordinator.clock import Clock, SystemClock
 from gcl.coordinator.engine import Engine
 from gcl.coordinator.errors import Refusal
 from gcl.coordinator.event_stream import ensure_stream
-from gcl.coordinator.metrics import MetricsEndpoint, start_metrics
+from gcl.coordinator.metrics import (
+    MetricsEndpoint,
+    ServiceCollector,
+    ServiceStats,
+    StoreHealth,
+    start_metrics,
+)
 from gcl.coordinator.settings import CoordinatorSettings
 from gcl.coordinator.store import Store, safe_url
+from gcl.coordinator.store_thread import StoreThread
 from gcl.protocol import (
     PROTOCOL_VERSION,
     Deleted,
@@ -65,6 +74,7 @@ Handler = Callable[[Any], BaseModel]
 # lost in a crash, a released lease comes back and simply expires (slots held too long, never
 # granted twice). Everything else waits for its commit, in order.
 MAX_FIELD_ECHO = 200  # an error echoes at most this much of the caller's input
+SLOW_COMMIT_SECONDS = 1.0  # a commit slower than this is logged
 _REVEAL_NOTHING = frozenset({ops.RENEW.name, ops.RELEASE.name, ops.PING.name})
 
 
@@ -83,6 +93,15 @@ class Coordinator:
         self._outbox = Changes()
         self._replies: list[tuple[str, bytes]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._store_thread: StoreThread | None = None
+        # The store's health: when the oldest uncommitted change was made (monotonic), for the
+        # batch being committed and for the outbox behind it, and the last commit error.
+        self._inflight_since: float | None = None
+        self._dirty_since: float | None = None
+        self._last_error: str | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._stall_reported = False
+        self.stats = ServiceStats()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._failed = asyncio.Event()
@@ -122,19 +141,26 @@ class Coordinator:
 
     async def start(self) -> None:
         """Load state, make sure we are alone, then serve. Raises before serving on conflict."""
-        limits, leases = await asyncio.to_thread(self.store.open)
+        self._store_thread = StoreThread(f"gcl-store-{self.id}")
+        try:
+            limits, leases = await self._store_thread.run(self.store.open)
+        except BaseException:
+            self._store_thread.stop()
+            raise
         try:
             self.nc = await connect(self.settings, f"gcl-coordinator-{self.id}")
             await self._ensure_alone()
             await ensure_stream(self.nc, self.settings)  # warns, never raises
-            self.metrics = await start_metrics(self.engine, self.settings, self.observers)
+            service = ServiceCollector(self.stats, self.store_health)
+            self.metrics = await start_metrics(self.engine, self.settings, self.observers, service)
         except BaseException:
-            await asyncio.to_thread(self.store.close)
+            await self._store_thread.run(self.store.close)
+            self._store_thread.stop()
             if self.nc is not None:
                 await self.nc.close()
             raise
         self.engine.restore(limits, leases)
-        self._outbox.merge(self.engine.take_changes())
+        self._absorb(self.engine.take_changes())
         self.started_at = self.clock.wall()
         for operation in self._handlers:
             await self.nc.subscribe(self.subjects.op(operation), cb=self._on_message)
@@ -192,7 +218,11 @@ class Coordinator:
             await self.nc.drain()
         if self.metrics is not None:
             await self.metrics.stop()
-        await asyncio.to_thread(self.store.close)
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+        if self._store_thread is not None:
+            await self._store_thread.run(self.store.close)
+            self._store_thread.stop()
 
     # --- messages ---------------------------------------------------------------------------
 
@@ -225,13 +255,19 @@ class Coordinator:
             log.exception("internal error handling %s", operation)
             return _error("internal", "the coordinator failed on this request; see its log")
         finally:
-            self._outbox.merge(self.engine.take_changes())
+            self._absorb(self.engine.take_changes())
 
     @property
     def _max_reply(self) -> int:
         return int(self.nc.max_payload) if self.nc is not None else 1024 * 1024
 
     # --- outbox -----------------------------------------------------------------------------
+
+    def _absorb(self, changes: Changes) -> None:
+        """Add a step's changes to the outbox, noting when it first held something to commit."""
+        if changes.durable and self._dirty_since is None:
+            self._dirty_since = time.monotonic()
+        self._outbox.merge(changes)
 
     def _kick(self) -> None:
         """Make sure the one flusher runs: it alone sends, so messages leave in order."""
@@ -246,36 +282,91 @@ class Coordinator:
         while self._outbox or self._replies:
             batch, replies = self._outbox, self._take_replies()
             self._outbox = Changes()
-            if batch.durable and not await self._commit(batch):
-                self._failed.set()
-                return
+            if batch.durable:
+                self._inflight_since, self._dirty_since = self._dirty_since, None
+                committed = await self._commit(batch)
+                self._inflight_since = None
+                if not committed:
+                    self._failed.set()
+                    return
             await self._send(batch, replies)
 
-    @property
-    def _commit_inline(self) -> bool:
-        """A SQLite commit without fsync takes ~45 us, half the cost of a hop to a thread;
-        fsync'ing SQLite and PostgreSQL commits can take milliseconds, so they run off-loop."""
-        return self.store.dialect == "sqlite" and self.settings.sqlite_synchronous.upper() != "FULL"
-
     async def _commit(self, batch: Changes) -> bool:
-        deadline = time.monotonic() + self.settings.db_retry_seconds
+        """Commit on the store thread, retrying with back-off for db_retry_seconds."""
+        assert self._store_thread is not None
+        started = time.monotonic()
+        deadline = started + self.settings.db_retry_seconds
+        self._watch_stall()
         delay = 0.05
-        while True:
-            try:
-                if self._commit_inline:
-                    self.store.apply(batch)
-                else:
-                    await asyncio.to_thread(self.store.apply, batch)
-                return True
-            except Exception:
-                if time.monotonic() > deadline:
-                    log.critical(
-                        "commit failed for %.0fs; giving up", self.settings.db_retry_seconds
+        try:
+            while True:
+                try:
+                    await self._store_thread.run(self.store.apply, batch)
+                except Exception as exc:
+                    self.stats.commit_failures += 1
+                    self._last_error = _first_line(exc)
+                    if time.monotonic() > deadline:
+                        log.critical(
+                            "commit failed for %.0fs (%s); giving up",
+                            self.settings.db_retry_seconds,
+                            self._last_error,
+                        )
+                        return False
+                    log.warning("commit failed (%s); retrying in %.2fs", self._last_error, delay)
+                    log.debug("commit failure", exc_info=True)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                took = time.monotonic() - started
+                self.stats.observe_commit(took)
+                if self._stall_reported:
+                    log.warning(
+                        "the database is committing again: the oldest change waited %.1fs",
+                        time.monotonic() - (self._inflight_since or started),
                     )
-                    return False
-                log.exception("commit failed; retrying in %.2fs", delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                elif took >= SLOW_COMMIT_SECONDS:
+                    log.warning("a commit took %.1fs: the database was locked or slow", took)
+                self._stall_reported = False
+                self._last_error = None
+                return True
+        finally:
+            if self._stall_timer is not None:
+                self._stall_timer.cancel()
+                self._stall_timer = None
+
+    # --- the store's health -----------------------------------------------------------------
+
+    def store_health(self) -> StoreHealth:
+        """Unhealthy once the oldest uncommitted change has waited over store_stall_seconds,
+        whether its commit is failing or has simply not returned (a lock, a slow disk)."""
+        since = self._inflight_since if self._inflight_since is not None else self._dirty_since
+        waited = time.monotonic() - since if since is not None else 0.0
+        if waited <= self.settings.store_stall_seconds:
+            return StoreHealth(healthy=True, uncommitted_seconds=waited)
+        if self._last_error is not None:
+            problem = f"commits are failing ({self._last_error})"
+        else:
+            problem = "a commit has not returned (the database is locked or slow)"
+        problem += f"; the oldest uncommitted change has waited {waited:.1f}s"
+        return StoreHealth(healthy=False, uncommitted_seconds=waited, problem=problem)
+
+    def _watch_stall(self) -> None:
+        """Log once when the batch being committed passes store_stall_seconds."""
+        since = self._inflight_since if self._inflight_since is not None else time.monotonic()
+        delay = max(0.0, since + self.settings.store_stall_seconds - time.monotonic())
+        self._stall_timer = asyncio.get_running_loop().call_later(delay, self._on_stall)
+
+    def _on_stall(self) -> None:
+        self._stall_timer = None
+        health = self.store_health()
+        if health.healthy or self._stall_reported:
+            return
+        self._stall_reported = True
+        log.warning(
+            "the database is unhealthy: %s. Nothing that needs this commit is sent until it "
+            "lands; ping reports it",
+            health.problem,
+        )
 
     async def _send(self, batch: Changes, replies: list[tuple[str, bytes]]) -> None:
         """Replies first, then notices to waiters, then events: in causal order."""
@@ -319,9 +410,16 @@ class Coordinator:
             self.engine.tick()
         except Exception:
             log.exception("internal error in tick")
-        self._outbox.merge(self.engine.take_changes())
+        self._absorb(self.engine.take_changes())
         self._kick()
         self._reschedule()
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception as one short line for logs and health replies."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {line[:300]}" if line else type(exc).__name__
 
 
 async def _publish(nc: NATS, subject: str, data: bytes) -> None:

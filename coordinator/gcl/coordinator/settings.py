@@ -25,6 +25,12 @@ class CoordinatorSettings(NatsSettings):
     db_retry_seconds: float = Field(
         30.0, gt=0, le=3600, description="how long to retry a failing commit, then exit"
     )
+    store_stall_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="the store is unhealthy once a change has waited this long to commit",
+    )
     events_max_age_seconds: float = Field(
         7 * 86_400.0, gt=0, le=10 * 365 * 86_400, description="keep stored events this long"
     )
