@@ -19,12 +19,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gcl.coordinator.nats_server import NatsServer, free_port
 from gcl.coordinator.service import Coordinator
-from gcl.protocol import RENEW, LeaseRef
+from gcl.protocol import RELEASE, RENEW, LeaseRef
 from gcl.sdk.admin import AsyncAdminClient
 from gcl.sdk.client import AsyncClient
+from gcl.sdk.exceptions import CoordinatorUnavailable
 from gcl.sdk.settings import ClientSettings
 from tests.conftest import wait_until
 from tests.support.sqlite_lock import ForeignWriter, sqlite_path
+from tests.test_cli import gcl
 
 FAST = 3.0  # "answers at once" on a loaded 2-core machine: it takes ~1 ms
 
@@ -103,3 +105,87 @@ async def test_a_foreign_lock_delays_only_commits(
         await holder.release(held)
         await other.release(lease)
     assert "a commit took" in caplog.text and "locked or slow" in caplog.text
+
+
+async def test_health_reports_a_stalled_store_and_recovers(
+    nats_server: NatsServer,
+    start_coordinator: Callable[..., Any],
+    sqlite_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Past store_stall_seconds, ping says the store is unhealthy and why (`gcl ping` exits 3);
+    renew and release are applied but answered `unavailable`. When the lock goes, the change
+    commits, health comes back and so does `gcl ping`'s exit 0."""
+    coordinator: Coordinator = await start_coordinator(
+        store_stall_seconds=1, metrics_port=free_port()
+    )
+    settings = ClientSettings(nats_url=nats_server.url, unavailable_timeout=60)
+    patient = ClientSettings(nats_url=nats_server.url, request_timeout=60)
+    async with (
+        AsyncAdminClient(settings) as admin,
+        AsyncAdminClient(patient) as writer,
+        AsyncClient(settings) as holder,
+    ):
+        await admin.create_limit("disk", 5)
+        held = await holder.acquire("disk", lease_ttl=60)
+        spare = await holder.acquire("disk", lease_ttl=60)
+        rpc = await holder._ready()
+        assert (await admin.ping()).store.healthy
+        assert (await gcl(nats_server, "ping")).code == 0
+        with ForeignWriter(sqlite_url):
+            created = asyncio.create_task(writer.create_limit("made-while-locked", 1))
+            await wait_until(lambda: not coordinator.store_health().healthy, timeout=15)
+            pong = await admin.ping()
+            assert not pong.store.healthy and pong.store.uncommitted_seconds > 1
+            assert pong.store.problem and "locked or slow" in pong.store.problem
+            outcome = await gcl(nats_server, "ping")
+            assert outcome.code == 3, outcome
+            assert "database is unhealthy" in outcome.err and "locked or slow" in outcome.err
+            with pytest.raises(CoordinatorUnavailable, match="renewal not confirmed"):
+                await rpc.call(RENEW, LeaseRef(lease_id=held.lease_id))
+            with pytest.raises(CoordinatorUnavailable, match="release not confirmed"):
+                await rpc.call(RELEASE, LeaseRef(lease_id=spare.lease_id))
+            assert (await asyncio.to_thread(scrape, coordinator))["gcl_store_healthy"] == 0.0
+            assert not created.done()
+        await asyncio.wait_for(created, 30)
+        await wait_until(lambda: coordinator.store_health().healthy, timeout=15)
+        assert (await admin.ping()).store.healthy
+        assert (await gcl(nats_server, "ping")).code == 0
+        renewed = await rpc.call(RENEW, LeaseRef(lease_id=held.lease_id))
+        assert renewed.expires_in == 60
+        # the release was applied in memory while unconfirmed, and rode the next commit
+        await wait_until(lambda: spare.lease_id not in stored_lease_ids(sqlite_url))
+        assert (await admin.get_limit("disk")).limit.held == 1
+        await holder.release(held)
+    assert "the database is unhealthy" in caplog.text
+    assert "committing again" in caplog.text
+
+
+async def test_failing_commits_are_named_in_the_health_reply(
+    nats_server: NatsServer,
+    start_coordinator: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A commit that fails at once (disk full, I/O error) is retried; past the threshold ping
+    names the error; once commits succeed again, the retried change lands."""
+    coordinator: Coordinator = await start_coordinator(store_stall_seconds=0.5)
+    real_apply = coordinator.store.apply
+
+    def disk_full(changes: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    patient = ClientSettings(nats_url=nats_server.url, request_timeout=60)
+    async with AsyncAdminClient(patient) as admin:
+        monkeypatch.setattr(coordinator.store, "apply", disk_full)
+        created = asyncio.create_task(admin.create_limit("while-full", 1))
+        await wait_until(lambda: not coordinator.store_health().healthy, timeout=15)
+        pong = await admin.ping()
+        assert pong.store.problem is not None
+        assert "commits are failing (OperationalError: database or disk is full)" in (
+            pong.store.problem
+        )
+        assert coordinator.stats.commit_failures >= 1
+        monkeypatch.setattr(coordinator.store, "apply", real_apply)
+        info = await asyncio.wait_for(created, 30)
+        assert info.name == "while-full"
+        assert (await admin.ping()).store.healthy

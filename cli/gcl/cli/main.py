@@ -13,12 +13,13 @@ from gcl.cli.config import resolve_nats_url
 from gcl.cli.dashboard import dashboard
 from gcl.cli.events import events
 from gcl.cli.service import serve, up
-from gcl.sdk.exceptions import CoordinatorUnavailable, GCLError
+from gcl.sdk.exceptions import CoordinatorUnavailable, GCLError, StorageError
 from gcl.sdk.version import VERSION
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 1
 EXIT_UNAVAILABLE = 2
+EXIT_STORAGE = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -51,20 +52,33 @@ def cli(ctx: click.Context, nats_url: str | None, prefix: str) -> None:
     Environment:  GCL_NATS_URL, GCL_PREFIX, GCL_DB_URL (serve/up), GCL_DATA_DIR (up);
                   NATS auth: GCL_NATS_USER + GCL_NATS_PASSWORD, GCL_NATS_TOKEN, GCL_NATS_CREDS;
                   TLS: GCL_NATS_TLS_CA, GCL_NATS_TLS_CERT, GCL_NATS_TLS_KEY.
-    Exit codes:   0 ok, 1 user error, 2 coordinator or NATS unreachable.
+    Exit codes:   0 ok (also a clean stop of serve/up by SIGTERM or Ctrl-C);
+                  1 user error: bad input or options, a conflict (another coordinator);
+                  2 unreachable: NATS, or no coordinator answers;
+                  3 storage: the database cannot be opened or keeps failing (serve/up),
+                    or the coordinator reports its database unhealthy (ping).
     """
     ctx.ensure_object(dict)
     ctx.obj["nats_url"] = resolve_nats_url(nats_url)
     ctx.obj["prefix"] = prefix
 
 
-@click.command(short_help="Check that a coordinator answers (health checks).")
+@click.command(short_help="Check that a coordinator answers and commits (health checks).")
 @click.pass_context
 def ping(ctx: click.Context) -> None:
-    """Check that a coordinator answers (exit 0) or not (exit 2): for health checks."""
+    """Check that a coordinator answers and its database commits: for health checks.
+
+    Exit 0 when healthy; 2 when no coordinator answers; 3 when it answers but its database
+    is failing or stalled (a change has waited over its store_stall_seconds to commit).
+    """
     with limits.open_admin(ctx) as admin:
         pong = admin.ping()
     url = ctx.find_root().obj["nats_url"]
+    if not pong.store.healthy:
+        raise StorageError(
+            f"coordinator {pong.coordinator_id} answers on {url}, but its database is "
+            f"unhealthy: {pong.store.problem}"
+        )
     click.echo(f"coordinator {pong.coordinator_id} (v{pong.version}) answers on {url}")
 
 
@@ -90,6 +104,9 @@ def run(args: Sequence[str] | None = None) -> int:
     except CoordinatorUnavailable as exc:
         click.echo(f"error: {exc}", err=True)
         return EXIT_UNAVAILABLE
+    except StorageError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_STORAGE
     except GCLError as exc:
         click.echo(f"error: {exc}", err=True)
         return EXIT_USER_ERROR

@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 
 from gcl.coordinator.engine import Engine
 from gcl.coordinator.settings import CoordinatorSettings
-from gcl.protocol import Event, LimitInfo
+from gcl.protocol import Event, LimitInfo, StoreHealth
 from gcl.sdk.exceptions import GCLError
 
 log = logging.getLogger("gcl.coordinator")
@@ -43,15 +43,6 @@ REQUEST_TIMEOUT = 5.0
 MAX_REQUEST_BYTES = 16_384
 ENDINGS = {"lease.released": "releases", "lease.expired": "expiries", "lease.revoked": "revokes"}
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-
-
-@dataclass
-class StoreHealth:
-    """What the coordinator knows about its database right now."""
-
-    healthy: bool = True
-    uncommitted_seconds: float = 0.0  # how long the oldest change not yet committed has waited
-    problem: str | None = None  # why it is unhealthy, for people
 
 
 @dataclass

@@ -31,13 +31,7 @@ from gcl.coordinator.clock import Clock, SystemClock
 from gcl.coordinator.engine import Engine
 from gcl.coordinator.errors import Refusal
 from gcl.coordinator.event_stream import ensure_stream
-from gcl.coordinator.metrics import (
-    MetricsEndpoint,
-    ServiceCollector,
-    ServiceStats,
-    StoreHealth,
-    start_metrics,
-)
+from gcl.coordinator.metrics import MetricsEndpoint, ServiceCollector, ServiceStats, start_metrics
 from gcl.coordinator.settings import CoordinatorSettings
 from gcl.coordinator.store import Store, safe_url
 from gcl.coordinator.store_thread import StoreThread
@@ -53,11 +47,12 @@ from gcl.protocol import (
     Pong,
     Reply,
     Revoked,
+    StoreHealth,
     Subjects,
 )
 from gcl.protocol import operations as ops
 from gcl.protocol.operations import Operation
-from gcl.sdk.exceptions import GCLError
+from gcl.sdk.exceptions import GCLError, StorageError
 from gcl.sdk.transport import connect
 from gcl.sdk.version import VERSION
 
@@ -70,12 +65,15 @@ class CoordinatorConflict(GCLError):
 
 Handler = Callable[[Any], BaseModel]
 
-# Replies that reveal no grant may leave before the commit they ride with: if that commit is
-# lost in a crash, a released lease comes back and simply expires (slots held too long, never
-# granted twice). Everything else waits for its commit, in order.
 MAX_FIELD_ECHO = 200  # an error echoes at most this much of the caller's input
 SLOW_COMMIT_SECONDS = 1.0  # a commit slower than this is logged
+# Replies that reveal no grant leave at once, before the commit their step rides with: if that
+# commit is lost in a crash, a released lease comes back and simply expires (slots held too
+# long, never granted twice). Everything else waits for its commit, in order. Two exceptions:
+# a renew or release of a lease whose grant is not committed yet waits for it too; and while
+# the store is unhealthy, renew and release are applied in memory but answered `unavailable`.
 _REVEAL_NOTHING = frozenset({ops.RENEW.name, ops.RELEASE.name, ops.PING.name})
+_LEASE_STEPS = frozenset({ops.RENEW.name, ops.RELEASE.name})
 
 
 class Coordinator:
@@ -93,6 +91,7 @@ class Coordinator:
         self._outbox = Changes()
         self._replies: list[tuple[str, bytes]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._inflight: Changes | None = None  # the batch being committed
         self._store_thread: StoreThread | None = None
         # The store's health: when the oldest uncommitted change was made (monotonic), for the
         # batch being committed and for the outbox behind it, and the last commit error.
@@ -127,7 +126,10 @@ class Coordinator:
             ops.LEASE_LIST: lambda r: LeaseList(leases=e.list_leases(r.name)),
             ops.LEASE_REVOKE: self._revoke,
             ops.PING: lambda r: Pong(
-                coordinator_id=self.id, started_at=self.started_at, version=VERSION
+                coordinator_id=self.id,
+                started_at=self.started_at,
+                version=VERSION,
+                store=self.store_health(),
             ),
         }
         assert set(handlers) == set(ops.OPERATIONS), "every operation needs a handler"
@@ -206,7 +208,10 @@ class Coordinator:
     async def failed(self) -> None:
         """Wait until the coordinator can no longer serve (its database kept failing); raise."""
         await self._failed.wait()
-        raise GCLError("the database kept failing; stopping so a restart reloads the truth")
+        raise StorageError(
+            f"the database kept failing for {self.settings.db_retry_seconds:g}s "
+            f"({self._last_error}); stopping so that a restart reloads the truth from it"
+        )
 
     async def stop(self) -> None:
         """Finish the commit in flight, send what it owes, then let go of NATS and the DB."""
@@ -228,34 +233,70 @@ class Coordinator:
 
     async def _on_message(self, msg: Msg) -> None:
         operation = msg.subject[len(self.settings.prefix) + 1 :]
-        payload = self._step(operation, msg.data)
-        if msg.reply and operation in _REVEAL_NOTHING and self.nc is not None:
+        payload, at_once = self._step(operation, msg.data)
+        if msg.reply and at_once and self.nc is not None:
             await _publish(self.nc, msg.reply, payload)
         elif msg.reply:
             self._replies.append((msg.reply, payload))
         self._kick()
         self._reschedule()
 
-    def _step(self, operation: str, data: bytes) -> bytes:
-        """Run one request through the engine; every failure becomes an error reply."""
+    def _step(self, operation: str, data: bytes) -> tuple[bytes, bool]:
+        """Run one request through the engine: the reply, and whether it may leave at once
+        (before the commit). Every failure becomes an error reply."""
+        at_once = operation in _REVEAL_NOTHING
         try:
             request_type, handler = self._handlers[operation]
             request = _parse(request_type, data)
+            if operation in _LEASE_STEPS:
+                return self._lease_step(operation, request, handler)
             reply = _ok(handler(request))
             if len(reply) > self._max_reply:
                 return _error(
                     "invalid_request",
                     f"the answer ({len(reply):,} bytes) exceeds "
                     "what NATS carries: narrow it (a limit name or pattern)",
-                )
-            return reply
+                ), at_once
+            return reply, at_once
         except Refusal as refusal:
-            return _error(refusal.code, refusal.message, refusal.field)
+            return _error(refusal.code, refusal.message, refusal.field), at_once
         except Exception:
             log.exception("internal error handling %s", operation)
-            return _error("internal", "the coordinator failed on this request; see its log")
+            return _error("internal", "the coordinator failed on this request; see its log"), (
+                at_once
+            )
         finally:
             self._absorb(self.engine.take_changes())
+
+    def _lease_step(self, operation: str, request: Any, handler: Handler) -> tuple[bytes, bool]:
+        """Renew or release: answered from memory at once, unless the lease's own grant is
+        not committed yet (then the reply waits for it), or the store is unhealthy (then the
+        step is still applied in memory, but not confirmed: `unavailable`)."""
+        waits = self._grant_uncommitted(request.lease_id)
+        reply = _ok(handler(request))
+        if waits:
+            return reply, False
+        health = self.store_health()
+        if health.healthy:
+            return reply, True
+        if operation == ops.RENEW.name:
+            message = (
+                f"renewal not confirmed: the coordinator cannot commit to its database "
+                f"({health.problem}). Keep renewing: the lease stays held meanwhile, and a "
+                "restarted coordinator restores it"
+            )
+        else:
+            message = (
+                f"release not confirmed: the coordinator cannot commit to its database "
+                f"({health.problem}). It is applied in memory; should the coordinator restart "
+                "before it commits, the lease comes back and expires after its ttl"
+            )
+        return _error("unavailable", message), True
+
+    def _grant_uncommitted(self, lease_id: str) -> bool:
+        if lease_id in self._outbox.leases_added:
+            return True
+        return self._inflight is not None and lease_id in self._inflight.leases_added
 
     @property
     def _max_reply(self) -> int:
@@ -283,9 +324,10 @@ class Coordinator:
             batch, replies = self._outbox, self._take_replies()
             self._outbox = Changes()
             if batch.durable:
-                self._inflight_since, self._dirty_since = self._dirty_since, None
+                self._inflight, self._inflight_since = batch, self._dirty_since
+                self._dirty_since = None
                 committed = await self._commit(batch)
-                self._inflight_since = None
+                self._inflight, self._inflight_since = None, None
                 if not committed:
                     self._failed.set()
                     return
@@ -363,8 +405,8 @@ class Coordinator:
             return
         self._stall_reported = True
         log.warning(
-            "the database is unhealthy: %s. Nothing that needs this commit is sent until it "
-            "lands; ping reports it",
+            "the database is unhealthy: %s. Until a commit lands, nothing that needs one is "
+            "sent, renew and release answer 'unavailable', and ping reports it",
             health.problem,
         )
 

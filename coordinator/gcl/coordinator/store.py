@@ -25,7 +25,7 @@ from gcl.coordinator.changes import Changes
 from gcl.coordinator.leases import Lease
 from gcl.coordinator.limits import Limit
 from gcl.protocol import Holder
-from gcl.sdk.exceptions import GCLError
+from gcl.sdk.exceptions import GCLError, StorageError
 
 log = logging.getLogger("gcl.coordinator.store")
 
@@ -37,7 +37,7 @@ class StoreLocked(GCLError):
     """Another coordinator already owns this database: two would both grant the same slots."""
 
 
-class StoreUnavailable(GCLError):
+class StoreUnavailable(StorageError):
     """The database cannot be opened: wrong URL, server down, driver missing, no permission."""
 
 

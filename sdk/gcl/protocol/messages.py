@@ -36,6 +36,7 @@ ErrorCode = Literal[
     "lease_lost",
     "timeout",
     "unsupported_version",
+    "unavailable",
     "internal",
 ]
 
@@ -271,10 +272,20 @@ class Revoked(Part):
     lease_id: str
 
 
+class StoreHealth(Part):
+    """The coordinator's database as the coordinator sees it: healthy while every change
+    commits within its `store_stall_seconds`, whether commits fail or stall."""
+
+    healthy: bool = True
+    uncommitted_seconds: float = 0.0  # how long the oldest change not yet committed has waited
+    problem: str | None = None  # why it is unhealthy, for people
+
+
 class Pong(Part):
     coordinator_id: str
     started_at: float
     version: str
+    store: StoreHealth = StoreHealth()
 
 
 # --- envelope and events -------------------------------------------------------------------

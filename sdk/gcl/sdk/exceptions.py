@@ -1,7 +1,9 @@
 """The one exception tree of gcl. Catch `GCLError` to catch everything we raise.
 
     GCLError
-    ├── CoordinatorUnavailable   no coordinator answers (NATS down, or no `gcl serve` running)
+    ├── CoordinatorUnavailable   no coordinator answers (NATS down, or no `gcl serve` running),
+    │                            or it cannot confirm because its database is failing
+    ├── StorageError             a database cannot be used: it does not open, or commits fail
     ├── AcquireTimeout           slots did not free up within `timeout_seconds` (a TimeoutError)
     ├── LeaseLost                the lease ended while the block ran (expired, revoked, deleted)
     └── RequestError             the coordinator refused the request; `.code` says why
@@ -23,6 +25,11 @@ class GCLError(Exception):
 
 class CoordinatorUnavailable(GCLError):
     """Nothing answered on the coordinator's subjects: start one, or check GCL_NATS_URL."""
+
+
+class StorageError(GCLError):
+    """The coordinator's database cannot be used: it does not open, or commits keep failing
+    or stalling. `gcl` exits with code 3 for it."""
 
 
 class AcquireTimeout(GCLError, TimeoutError):
@@ -86,5 +93,7 @@ def error_from_code(code: str, message: str, field: str | None = None) -> GCLErr
         return AcquireTimeout(message)
     if code == "lease_lost":
         return LeaseLost(message)
+    if code == "unavailable":  # the coordinator answers but cannot commit: retry, as if silent
+        return CoordinatorUnavailable(message)
     cls = ERRORS_BY_CODE.get(code, RequestError)
     return cls(message, field=field)
