@@ -54,7 +54,8 @@ def postgres_url() -> str:
 class Cluster:
     """NATS plus one coordinator process, all under one temporary folder, torn down by `close`."""
 
-    def __init__(self, db: str, coordinator_prefix: str = "") -> None:
+    def __init__(self, db: str, coordinator_prefix: str = "", synchronous: str = "FULL") -> None:
+        self.synchronous = synchronous
         self._tmp = tempfile.TemporaryDirectory(prefix="gcl-bench-")
         self.dir = Path(self._tmp.name)
         self.nats = NatsServer(self.dir / "nats")
@@ -79,6 +80,7 @@ class Cluster:
             **os.environ,
             "GCL_NATS_URL": self.url,
             "GCL_DB_URL": self.db_url,
+            "GCL_SQLITE_SYNCHRONOUS": self.synchronous,
             "PYTHONPATH": str(ROOT),
         }
         command = [*self.prefix_cmd, sys.executable, "-m", "gcl.cli", "serve"]

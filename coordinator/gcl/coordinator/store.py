@@ -82,7 +82,7 @@ class MetaRow(SQLModel, table=True):
 class Store:
     """The database behind one coordinator. Blocking: the service calls it from a thread."""
 
-    def __init__(self, url: str, sqlite_synchronous: str = "NORMAL") -> None:
+    def __init__(self, url: str, sqlite_synchronous: str = "FULL") -> None:
         self.url = url
         self._lock_file: TextIO | None = None
         self._lock_conn: Connection | None = None
@@ -318,8 +318,10 @@ def _table(model: type[SQLModel]) -> Table:
 
 
 def _sqlite_pragmas(synchronous: str) -> Any:
-    """WAL lets readers run beside the writer; NORMAL survives kill -9, FULL a power cut."""
-    mode = synchronous.upper() if synchronous.upper() in {"OFF", "NORMAL", "FULL"} else "NORMAL"
+    """WAL lets readers run beside the writer. FULL (the default) fsyncs the WAL at every
+    commit, so a commit survives a power cut; NORMAL fsyncs only at checkpoints: a commit
+    survives kill -9 but the last ones may be lost with the machine."""
+    mode = synchronous.upper() if synchronous.upper() in {"OFF", "NORMAL", "FULL"} else "FULL"
 
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
