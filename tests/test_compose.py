@@ -18,7 +18,9 @@ from sqlalchemy.engine import make_url
 
 from examples.per_worker_pipeline import parse_args
 from gcl.cli.main import cli
+from gcl.coordinator.nats_server import server_config
 from gcl.coordinator.settings import CoordinatorSettings
+from gcl.protocol import MAX_PAYLOAD
 from gcl.sdk.identity import worker_id
 from gcl.sdk.settings import ClientSettings
 from tests.conftest import ROOT
@@ -73,6 +75,19 @@ def test_nats_runs_the_official_image_with_jetstream() -> None:
     assert re.fullmatch(r"nats(:[\w.-]+)?", nats["image"])
     assert "-js" in as_argv(nats["command"])
     assert re.fullmatch(r"postgres(:[\w.-]+)?", SERVICES["postgres"]["image"])
+
+
+def test_nats_gets_the_max_payload_gcl_up_sets() -> None:
+    """The same max_payload as `gcl up`'s NATS: gcl.protocol.MAX_PAYLOAD, not 1 MB."""
+    argv = as_argv(SERVICES["nats"]["command"])
+    path = argv[argv.index("-c") + 1]
+    (mounted,) = [c for c in SERVICES["nats"]["configs"] if c["target"] == path]
+    content = COMPOSE["configs"][mounted["source"]]["content"]
+    settings = dict(
+        line.split(":", 1) for line in content.splitlines() if line.strip() and "#" not in line
+    )
+    assert int(settings["max_payload"]) == MAX_PAYLOAD
+    assert f"max_payload: {MAX_PAYLOAD}" in server_config()
 
 
 def test_gcl_images_are_built_from_the_repo_dockerfile() -> None:

