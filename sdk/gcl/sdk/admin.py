@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -55,7 +56,8 @@ class AsyncAdminClient:
 
     async def aclose(self) -> None:
         if self._nc is not None and self._owns_nc and not self._nc.is_closed:
-            await self._nc.close()
+            with contextlib.suppress(Exception):  # NATS died: nothing left to say goodbye to
+                await self._nc.close()
         self._rpc = None
 
     async def _ready(self) -> Rpc:
