@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from examples.per_worker_pipeline import parse_args
 from gcl.cli.main import cli
+from gcl.cli.service import STOP_SECONDS
 from gcl.coordinator.nats_server import server_config
 from gcl.coordinator.settings import CoordinatorSettings
 from gcl.protocol import MAX_PAYLOAD
@@ -158,6 +159,13 @@ def test_urls_point_at_the_compose_services() -> None:
     )
     for service in GCL_SERVICES:
         assert environment(service)["GCL_NATS_URL"] == "nats://nats:4222"
+
+
+def test_the_coordinator_gets_time_to_stop_before_sigkill() -> None:
+    """gcl serve stops within 10 s of SIGTERM (tests/test_shutdown.py); compose's default
+    grace before SIGKILL is exactly 10 s, so give it more."""
+    grace = SERVICES["coordinator"]["stop_grace_period"]
+    assert re.fullmatch(r"\d+s", grace) and int(grace[:-1]) > STOP_SECONDS
 
 
 def test_start_order_waits_for_what_each_service_needs() -> None:

@@ -56,7 +56,8 @@ def cli(ctx: click.Context, nats_url: str | None, prefix: str) -> None:
                   1 user error: bad input or options, a conflict (another coordinator);
                   2 unreachable: NATS, or no coordinator answers;
                   3 storage: the database cannot be opened or keeps failing (serve/up),
-                    or the coordinator reports its database unhealthy (ping).
+                    or the coordinator reports its database unhealthy (ping);
+                  130 interrupted (Ctrl-C in a command, a second stop signal to serve/up).
     """
     ctx.ensure_object(dict)
     ctx.obj["nats_url"] = resolve_nats_url(nats_url)

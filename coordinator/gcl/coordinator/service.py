@@ -13,6 +13,7 @@ waits for a commit; how long the oldest change has waited is the store's health.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -78,6 +79,7 @@ SLOW_COMMIT_SECONDS = 1.0  # a commit slower than this is logged
 _REVEAL_NOTHING = frozenset({ops.RENEW.name, ops.RELEASE.name, ops.PING.name})
 _LEASE_STEPS = frozenset({ops.RENEW.name, ops.RELEASE.name})
 DROP_LOG_SECONDS = 10.0  # at most one warning about dropped messages this often
+STOP_SECONDS = 7.0  # stop() returns within this, whatever NATS and the database do
 
 
 class Coordinator:
@@ -110,6 +112,7 @@ class Coordinator:
         self._drops_logged_at = -DROP_LOG_SECONDS
         self._drop_timer: asyncio.TimerHandle | None = None
         self._stopping = False
+        self._stopped: bool | None = None  # stop()'s result once stopped
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._failed = asyncio.Event()
@@ -241,23 +244,83 @@ class Coordinator:
             f"({self._last_error}); stopping so that a restart reloads the truth from it"
         )
 
-    async def stop(self) -> None:
-        """Finish the commit in flight, send what it owes, then let go of NATS and the DB."""
+    async def stop(self, timeout: float = STOP_SECONDS) -> bool:
+        """Stop within `timeout` seconds whatever NATS and the database are doing: take no more
+        requests, commit and send what is owed, then let go of NATS and the database.
+
+        True when everything owed was committed; False when the database did not answer in
+        time (or had failed) and uncommitted changes were abandoned. Nothing they held was ever
+        announced, so a restart that reloads the last commit is consistent. Idempotent.
+        """
+        if self._stopped is not None:
+            return self._stopped
+        deadline = time.monotonic() + timeout
         self._stopping = True
         self._log_drops()
         if self._timer is not None:
             self._timer.cancel()
-        if self._flusher is not None and not self._failed.is_set():
-            await asyncio.wait_for(asyncio.shield(self._flusher), timeout=10)
-        if self.nc is not None and not self.nc.is_closed:
-            await self.nc.drain()
+        await _bounded(self._stop_intake(), 0.5, "unsubscribing")
+        committed = await self._finish(max(0.5, deadline - time.monotonic() - 3.0))
+        await self._close_nats(deadline)
         if self.metrics is not None:
-            await self.metrics.stop()
+            await _bounded(self.metrics.stop(), 0.5, "stopping the metrics endpoint")
         if self._stall_timer is not None:
             self._stall_timer.cancel()
         if self._store_thread is not None:
-            await self._store_thread.run(self.store.close)
+            left = max(0.2, deadline - time.monotonic())
+            await _bounded(self._store_thread.run(self.store.close), left, "closing the database")
             self._store_thread.stop()
+        self._stopped = committed
+        return committed
+
+    async def _stop_intake(self) -> None:
+        """Unsubscribe: requests not yet read are left to NATS; their senders retry."""
+        subs, self._subs = list(self._subs.values()), {}
+        for sub in subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _finish(self, seconds: float) -> bool:
+        """Let the flusher commit and send what the outbox holds, for at most `seconds`."""
+        if self._failed.is_set():
+            return False
+        if self._outbox or self._replies:
+            self._kick()
+        flusher = self._flusher
+        if flusher is None or flusher.done():
+            return True
+        done, _ = await asyncio.wait({flusher}, timeout=seconds)
+        if done and not self._failed.is_set():
+            return True
+        flusher.cancel()
+        pending = self._inflight or self._outbox
+        log.error(
+            "stopping with %d lease and %d limit changes not committed: the database did not "
+            "answer within %.1fs (%s). None of them was announced; a restart reloads the last "
+            "commit",
+            len(pending.leases_added) + len(pending.leases_removed),
+            len(pending.limits),
+            seconds,
+            self._last_error or "no error: a commit had not returned",
+        )
+        return False
+
+    async def _close_nats(self, deadline: float) -> None:
+        """Push out what was sent if NATS is there, then close, never waiting on a dead
+        server: a connection that is reconnecting is closed without a flush."""
+        nc = self.nc
+        if nc is None or nc.is_closed:
+            return
+        if nc.is_connected:
+            left = min(1.0, deadline - time.monotonic() - 1.0)
+            if left > 0:
+                await _bounded(nc.flush(timeout=1), left, "flushing to NATS")
+        left = max(0.2, min(1.5, deadline - time.monotonic()))
+        await _bounded(nc.close(), left, "closing the NATS connection")
+
+    def uncommitted(self) -> bool:
+        """Whether changes wait for a commit (read from any thread: a stop's watchdog)."""
+        return self._inflight is not None or self._outbox.durable
 
     # --- messages ---------------------------------------------------------------------------
 
@@ -513,6 +576,10 @@ class Coordinator:
         nc = self.nc
         if nc is None:
             return
+        if self._stopping and not nc.is_connected:
+            count = len(replies) + len(batch.notices) + len(batch.events)
+            log.info("stopping while NATS is away: %d replies, notices and events unsent", count)
+            return
         for subject, data in replies:
             await _publish(nc, subject, data)
         for inbox, notice in batch.notices:
@@ -560,6 +627,24 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     line = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {line[:300]}" if line else type(exc).__name__
+
+
+async def _bounded(awaitable: Any, seconds: float, what: str) -> bool:
+    """Await for at most `seconds`; then cancel it and go on without waiting for it to end (a
+    task that ignores cancellation must not hold up a stop). True when it finished cleanly."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        log.warning("%s did not finish within %.1fs; going on without it", what, seconds)
+        return False
+    if task.cancelled():
+        return False
+    error = task.exception()
+    if error is not None:
+        log.debug("%s failed: %s", what, error)
+        return False
+    return True
 
 
 async def _publish(nc: NATS, subject: str, data: bytes) -> None:
