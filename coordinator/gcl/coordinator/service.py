@@ -174,10 +174,12 @@ class Coordinator:
             service = ServiceCollector(self.stats, self.store_health)
             self.metrics = await start_metrics(self.engine, self.settings, self.observers, service)
         except BaseException:
+            self._stopping = True
             await self._store_thread.run(self.store.close)
             self._store_thread.stop()
             if self.nc is not None:
-                await self.nc.close()
+                with contextlib.suppress(Exception):
+                    await self.nc.close()
             raise
         self.engine.restore(limits, leases)
         self._absorb(self.engine.take_changes())
