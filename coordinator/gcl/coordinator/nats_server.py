@@ -141,7 +141,7 @@ class NatsServer:
 def server_config() -> str:
     """nats-server configuration for gcl: compose.yaml carries the same `max_payload`."""
     return (
-        "# Written by gcl. max_payload fits gcl's largest request, reply and event with room\n"
-        "# to spare (gcl.protocol.MAX_PAYLOAD); the default 1 MB only helps a flood.\n"
+        "# Written by gcl. max_payload fits gcl's largest request, reply and event, and a limit\n"
+        "# with 1,000 holders, with room to spare (gcl.protocol.MAX_PAYLOAD); NATS refuses more.\n"
         f"max_payload: {MAX_PAYLOAD}\n"
     )

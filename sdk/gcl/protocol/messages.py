@@ -25,12 +25,13 @@ MAX_OCCUPY = 1_000_000
 MAX_SLOTS = 1_000_000_000
 # Sizes on the wire (tests/test_wire_sizes.py computes them from the limits above). The largest
 # valid request is ~29 KB as the SDK writes it (32 names of 200 four-byte characters, every
-# holder field full) and ~86 KB with every character \u-escaped: the coordinator refuses
-# anything longer unread. The largest reply, notice or event such a request causes is ~63 KB;
-# NATS must carry it with room to spare, and admin lists too: `gcl up` and compose.yaml give
-# NATS this max_payload (its default, 1 MB, would let a flood send four times as much).
+# holder field full) and ~85 KB with every character \u-escaped: the coordinator refuses
+# anything longer unread. NATS must carry, with room to spare, the largest reply, notice or
+# event such a request causes (~63 KB) and admin views (a limit with 1,000 holders: ~360 KB):
+# `gcl up` and compose.yaml give NATS this max_payload. Below NATS's default of 1 MB, so NATS
+# itself refuses bigger messages and cuts off whoever sends them.
 MAX_REQUEST_BYTES = 128 * 1024
-MAX_PAYLOAD = 256 * 1024
+MAX_PAYLOAD = 512 * 1024
 
 LimitName = Annotated[str, AfterValidator(validate_name)]
 Mode = Literal["concurrency", "rate"]
