@@ -3,7 +3,8 @@
 The flooder is another process with a bare nats-py connection, publishing as fast as it can,
 fire-and-forget, on the acquire subject and the admin subjects. Meanwhile a holder renews its
 lease and another client acquires. The coordinator runs with a small backlog (100 messages per
-worker subject) so that the flood overflows it for sure and the drop path really runs.
+worker subject, 10 per admin subject) so that the flood overflows it for sure and the drop path
+really runs.
 """
 
 from __future__ import annotations
@@ -123,8 +124,8 @@ async def test_a_flood_is_dropped_and_counted_while_workers_carry_on(
     assert not re.search("slow consumer", server_log, re.IGNORECASE), server_log[-2000:]
     # the flood was dropped and counted, in the metrics and (once, not per message) the log
     dropped = await asyncio.to_thread(scrape_dropped, coordinator)
-    assert dropped.get("acquire", 0) > 0, dropped
-    assert sum(dropped.values()) == sum(coordinator.stats.dropped.values())
+    assert sum(dropped.values()) > 0, dropped
+    assert dropped == {op: float(n) for op, n in coordinator.stats.dropped.items()}
     rejected = coordinator.stats.rejected
     assert rejected["acquire", "too_large"] > 0 and rejected["acquire", "not_an_object"] > 0
     warnings = [r for r in caplog.records if "unread: the backlog was full" in r.getMessage()]
