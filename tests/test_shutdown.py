@@ -149,7 +149,8 @@ async def test_a_database_that_keeps_failing_exits_3(
             code, took = await asyncio.to_thread(wait_exit, proc, 30)
         text = output(proc)
         assert code == 3, f"exit {code} after {took:.1f}s:\n{text[-3000:]}"
-        assert "the database kept failing" in text and "database is locked" in text
+        assert "the database kept failing" in text
+        assert "database is locked" in text or "locked or slow" in text
         assert "Traceback" not in text, text[-3000:]
     finally:
         proc.kill()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from gcl.coordinator.service import Coordinator
 from gcl.protocol import RELEASE, RENEW, LeaseRef
 from gcl.sdk.admin import AsyncAdminClient
 from gcl.sdk.client import AsyncClient
-from gcl.sdk.exceptions import CoordinatorUnavailable
+from gcl.sdk.exceptions import CoordinatorUnavailable, StorageError
 from gcl.sdk.settings import ClientSettings
 from tests.conftest import wait_until
 from tests.support.sqlite_lock import ForeignWriter, sqlite_path
@@ -189,3 +190,28 @@ async def test_failing_commits_are_named_in_the_health_reply(
         info = await asyncio.wait_for(created, 30)
         assert info.name == "while-full"
         assert (await admin.ping()).store.healthy
+
+
+async def test_a_commit_that_never_returns_still_ends_in_exit_3(
+    nats_server: NatsServer,
+    start_coordinator: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A commit stuck in the driver (a PostgreSQL connection cut without a reset) must not
+    outlive db_retry_seconds: the coordinator gives up as for failing commits."""
+    coordinator: Coordinator = await start_coordinator(db_retry_seconds=1)
+    stuck = threading.Event()
+
+    def hang(changes: Any) -> None:
+        stuck.wait(30)  # bounded; set at the end of the test to free the store thread
+
+    monkeypatch.setattr(coordinator.store, "apply", hang)
+    try:
+        settings = ClientSettings(nats_url=nats_server.url, request_timeout=0.5)
+        async with AsyncAdminClient(settings) as admin:
+            with pytest.raises(CoordinatorUnavailable):
+                await admin.create_limit("never-committed", 1)
+        with pytest.raises(StorageError, match=r"kept failing.*did not return"):
+            await asyncio.wait_for(coordinator.failed(), 15)
+    finally:
+        stuck.set()

@@ -511,8 +511,28 @@ class Coordinator:
         delay = 0.05
         try:
             while True:
+                attempt = self._store_thread.run(self.store.apply, batch)
                 try:
-                    await self._store_thread.run(self.store.apply, batch)
+                    left = max(0.0, deadline - time.monotonic())
+                    await asyncio.wait({attempt}, timeout=left)
+                finally:
+                    if not attempt.done():  # given up on, or the flusher was cancelled:
+                        attempt.cancel()  # the thread's late result is then dropped
+                if attempt.cancelled():
+                    # It never returned (a lock held past the deadline, a connection cut
+                    # without a reset, a hung disk): give up as for failures; the store thread
+                    # is a daemon and cannot hold the process's exit.
+                    self._last_error = self._last_error or (
+                        "a commit did not return: the database is locked or slow"
+                    )
+                    log.critical(
+                        "the database has not committed for %.0fs (%s); giving up",
+                        self.settings.db_retry_seconds,
+                        self._last_error,
+                    )
+                    return False
+                try:
+                    attempt.result()
                 except Exception as exc:
                     self.stats.commit_failures += 1
                     self._last_error = _first_line(exc)
