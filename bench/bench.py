@@ -1,10 +1,14 @@
 """gcl benchmark: latency, throughput, wake-up, crash recovery and rate accuracy in one run.
 
     .venv/bin/python bench/bench.py [--quick] [--db sqlite|postgres] [--json out.json]
+    .venv/bin/python bench/bench.py --sqlite-synchronous FULL,NORMAL,FULL,NORMAL
 
 It starts its own nats-server and a coordinator process on loopback, loads it from separate
 client processes, prints each figure beside its target from TARGETS.md, and tears everything
 down even on error or Ctrl-C. `--quick` is a smoke run (< 60 s) for CI: its figures are noise.
+With several `--sqlite-synchronous` modes it runs everything once per mode, in the order given
+(each on a fresh NATS, coordinator and database), and prints the median of each mode side by
+side: the cost of durable commits, measured under the same conditions.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -31,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from bench import measure  # noqa: E402
 from bench.harness import BenchError, Cluster  # noqa: E402
 from bench.measure import Plan  # noqa: E402
-from bench.stats import TARGETS, table  # noqa: E402
+from bench.stats import TARGETS, fmt, table, unit_of  # noqa: E402
 from gcl.sdk.admin import AsyncAdminClient  # noqa: E402
 
 SECTIONS = ("floor", "latency", "throughput", "wakeup", "rate", "holder_kill", "restart")
@@ -97,11 +102,24 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default="",
         help="command to wrap the coordinator in, e.g. 'py-spy record -o prof.svg --'",
     )
+    parser.add_argument(
+        "--sqlite-synchronous",
+        default="FULL",
+        metavar="MODES",
+        help="SQLite synchronous mode(s) for the coordinator, comma-separated (FULL, NORMAL); "
+        "several run one after the other and are compared, e.g. FULL,NORMAL,FULL,NORMAL "
+        "[default: FULL, the coordinator's default]",
+    )
     args = parser.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.only) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s) {sorted(unknown)}: choose from {', '.join(SECTIONS)}")
+    args.modes = [m.strip().upper() for m in args.sqlite_synchronous.split(",") if m.strip()]
+    if not args.modes or set(args.modes) - {"FULL", "NORMAL"}:
+        parser.error("--sqlite-synchronous takes FULL and/or NORMAL, comma-separated")
+    if len(set(args.modes)) > 1 and args.db != "sqlite":
+        parser.error("comparing --sqlite-synchronous modes needs --db sqlite")
     return args
 
 
@@ -112,37 +130,83 @@ def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # tear down on `kill` as on Ctrl-C
-    began, load_before = time.monotonic(), os.getloadavg()[0]
     failures: list[str] = []
+    runs: list[tuple[str, dict[str, float]]] = []
     try:
-        metrics = _execute(args, failures)
+        for index, mode in enumerate(args.modes):
+            if len(args.modes) > 1:
+                print(f"=== run {index + 1}/{len(args.modes)}: synchronous={mode}", file=sys.stderr)
+            began, load_before = time.monotonic(), os.getloadavg()[0]
+            metrics = _execute(args, mode, failures)
+            elapsed, load = time.monotonic() - began, (load_before, os.getloadavg()[0])
+            runs.append((mode, metrics))
+            print(table(metrics))
+            print(
+                f"\n{len(metrics)} figures in {elapsed:.1f}s "
+                f"({'quick' if args.quick else 'full'} run, synchronous={mode}); 1-min load "
+                f"average {load[0]:.1f} before, {load[1]:.1f} after on {os.cpu_count()} CPUs "
+                "(other work on this host makes the figures noisy)\n"
+            )
+            if args.json:
+                report = _report(metrics, args, mode, elapsed, load) | {"failures": failures}
+                _json_path(args.json, mode, index, len(args.modes)).write_text(
+                    json.dumps(report, indent=2)
+                )
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: tearing down", file=sys.stderr)
         return 130
-    elapsed, load = time.monotonic() - began, (load_before, os.getloadavg()[0])
-    print(table(metrics))
-    print(
-        f"\n{len(metrics)} figures in {elapsed:.1f}s ({'quick' if args.quick else 'full'} run); "
-        f"1-min load average {load[0]:.1f} before, {load[1]:.1f} after on {os.cpu_count()} CPUs "
-        "(other work on this host makes the figures noisy)"
-    )
-    if args.json:
-        report = _report(metrics, args, elapsed, load) | {"failures": failures}
-        args.json.write_text(json.dumps(report, indent=2))
+    if len(set(args.modes)) > 1:
+        print(compare(runs))
     for failure in failures:
         print(f"FAILED {failure}", file=sys.stderr)
     return 1 if failures else 0
 
 
-def _execute(args: argparse.Namespace, failures: list[str]) -> dict[str, float]:
+def _json_path(path: Path, mode: str, index: int, count: int) -> Path:
+    """One file per run: out.json, or out.full.1.json, out.normal.2.json... for several."""
+    if count == 1:
+        return path
+    return path.with_name(f"{path.stem}.{mode.lower()}.{index + 1}{path.suffix}")
+
+
+def compare(runs: list[tuple[str, dict[str, float]]]) -> str:
+    """Median of each mode side by side, and the first mode's over the second's."""
+    modes = list(dict.fromkeys(mode for mode, _ in runs))
+    first, second = modes[0], modes[1]
+    names = list(dict.fromkeys(name for _, metrics in runs for name in metrics))
+    medians = {
+        mode: {
+            name: statistics.median(values)
+            for name in names
+            if (values := [m[name] for md, m in runs if md == mode and name in m])
+        }
+        for mode in modes
+    }
+    width = max(len(name) for name in names)
+    counts = ", ".join(f"{sum(md == mode for md, _ in runs)} x {mode}" for mode in modes)
+    lines = [
+        f"medians over {counts}",
+        f"{'metric':<{width}}  " + "".join(f"{mode:>10}  " for mode in modes) + "ratio  unit",
+        "-" * (width + 12 * len(modes) + 14),
+    ]
+    for name in names:
+        row = [medians[mode].get(name) for mode in modes]
+        a, b = medians[first].get(name), medians[second].get(name)
+        ratio = f"{a / b:5.2f}" if a is not None and b else "    -"
+        shown = "".join(f"{fmt(v) if v is not None else '-':>10}  " for v in row)
+        lines.append(f"{name:<{width}}  {shown}{ratio}  {unit_of(name)}")
+    return "\n".join(lines)
+
+
+def _execute(args: argparse.Namespace, mode: str, failures: list[str]) -> dict[str, float]:
     """Start NATS, run the sections, and always reap children and stop the servers."""
     plan = Plan.quick() if args.quick else Plan()
     cluster: Cluster | None = None
     try:
-        cluster = Cluster(args.db, args.coordinator_prefix)
+        cluster = Cluster(args.db, args.coordinator_prefix, mode)
         cluster.start_nats()
         return asyncio.run(run(cluster, plan, args.only, failures))
     finally:
@@ -154,6 +218,7 @@ def _execute(args: argparse.Namespace, failures: list[str]) -> dict[str, float]:
 def _report(
     metrics: dict[str, float],
     args: argparse.Namespace,
+    mode: str,
     elapsed: float,
     load: tuple[float, float],
 ) -> dict[str, object]:
@@ -167,6 +232,7 @@ def _report(
         "meta": {
             "quick": args.quick,
             "db": args.db,
+            "sqlite_synchronous": mode if args.db == "sqlite" else None,
             "python": platform.python_version(),
             "elapsed_s": round(elapsed, 1),
             "cpus": os.cpu_count(),

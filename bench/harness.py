@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gcl.coordinator.nats_auth import default_credentials, server_config, write_credentials
+from gcl.coordinator.nats_auth import default_credentials, roles_config, write_credentials
 from gcl.coordinator.nats_server import NatsServer
 from gcl.sdk.admin import AsyncAdminClient
 from gcl.sdk.discovery import credential_file
@@ -56,9 +56,16 @@ def postgres_url() -> str:
 class Cluster:
     """NATS plus one coordinator process, all under one temporary folder, torn down by `close`."""
 
-    def __init__(self, db: str, coordinator_prefix: str = "", auth: bool = False) -> None:
+    def __init__(
+        self,
+        db: str,
+        coordinator_prefix: str = "",
+        synchronous: str = "FULL",
+        auth: bool = False,
+    ) -> None:
         """`auth`: NATS with gcl's roles (as `gcl up` runs it); clients act as the operator,
         in this process and in the load processes (they inherit GCL_NATS_CREDENTIALS)."""
+        self.synchronous = synchronous
         self._tmp = tempfile.TemporaryDirectory(prefix="gcl-bench-")
         self.dir = Path(self._tmp.name)
         self.auth = auth
@@ -66,7 +73,7 @@ class Cluster:
         if auth:
             credentials = default_credentials()
             write_credentials(self.dir, credentials)
-            config = server_config(credentials, "gcl")
+            config = roles_config(credentials, "gcl")
             os.environ["GCL_NATS_CREDENTIALS"] = str(credential_file("operator", self.dir))
         self.nats = NatsServer(self.dir / "nats", config=config)
         self.db_url = postgres_url() if db == "postgres" else f"sqlite:///{self.dir / 'gcl.db'}"
@@ -90,6 +97,7 @@ class Cluster:
             **os.environ,
             "GCL_NATS_URL": self.url,
             "GCL_DB_URL": self.db_url,
+            "GCL_SQLITE_SYNCHRONOUS": self.synchronous,
             "PYTHONPATH": str(ROOT),
         }
         if self.auth:

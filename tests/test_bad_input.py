@@ -143,8 +143,8 @@ def dumps(value: Any) -> bytes:
 
 def expected(op: str, data: bytes) -> tuple[str | None, str | None]:
     """What the wire schema says the coordinator must answer to `data` on `op`."""
-    if len(data) > MAX_REQUEST_BYTES:
-        return "invalid_request", None  # refused unread, whatever it holds
+    if len(data) > MAX_REQUEST_BYTES:  # refused unread, whatever it holds
+        return "invalid_request", None
     try:
         request = MODELS[op].model_validate_json(data or b"{}")
     except ValidationError as exc:
@@ -350,38 +350,25 @@ def unknown_target_cases() -> list[Case]:
 
 
 def big_payload_cases(op: str, base: dict[str, Any], max_payload: int) -> list[Case]:
-    """About 1 MB, just under the server's max_payload: over max_request_bytes, so refused
-    unread (field None); just under that cap: parsed, refused naming the field."""
-    cases = []
-    for size in (max_payload - 4_096, MAX_REQUEST_BYTES - 1_024):
-        big = size > MAX_REQUEST_BYTES
-        if op == "acquire":
-            cases += [
-                stated(
-                    op,
-                    dumps({**base, "names": ["n" * size]}),
-                    "invalid_request",
-                    None if big else "names.0",
-                ),
-                stated(
-                    op,
-                    dumps({**base, "holder": {"label": "l" * size}}),
-                    "invalid_request",
-                    None if big else "holder.label",
-                ),
-            ]
-            continue
-        field = next(
-            (
-                f
-                for f in ("name", "lease_id", "request_id", "pattern")
-                if f in MODELS[op].model_fields
-            ),
-            "pad",
-        )
-        data = dumps({**base, field: "x" * size})
-        cases.append(stated(op, data, "invalid_request", None if big else field))
-    return cases
+    """Just under MAX_REQUEST_BYTES: parsed, refused naming the field, answered briefly. Over
+    it, up to the server's max_payload: refused unread (no field), answered briefly too."""
+    under = _big(op, base, MAX_REQUEST_BYTES - 4_096)
+    over = _big(op, base, max_payload - 4_096)
+    return [stated(op, data, "invalid_request", field) for data, field in under] + [
+        stated(op, data, "invalid_request") for data, _ in over
+    ]
+
+
+def _big(op: str, base: dict[str, Any], size: int) -> list[tuple[bytes, str]]:
+    if op == "acquire":
+        return [
+            (dumps({**base, "names": ["n" * size]}), "names.0"),
+            (dumps({**base, "holder": {"label": "l" * size}}), "holder.label"),
+        ]
+    for field in ("name", "lease_id", "request_id", "pattern"):
+        if field in MODELS[op].model_fields:
+            return [(dumps({**base, field: "x" * size}), field)]
+    return [(dumps({**base, "pad": "x" * size}), "pad")]
 
 
 def hostile_cases(leases: list[Lease], waiter_request_id: str, max_payload: int) -> list[Case]:
@@ -670,7 +657,8 @@ async def test_hostile_barrage_is_refused_and_changes_nothing(
 async def test_huge_unknown_field_name_still_gets_a_reply(
     coordinator: Coordinator, raw: NATS
 ) -> None:
-    case = Case("admin.ping", dumps({"k" * 600_000: 1}), "invalid_request", "k" * 600_000)
+    key = "k" * (MAX_REQUEST_BYTES - 100)
+    case = Case("admin.ping", dumps({key: 1}), "invalid_request", key)
     msg = await raw.request(Subjects(PREFIX).op(case.op), case.data, timeout=3)
     reply = Reply.model_validate_json(msg.data)
     assert reply.error is not None and reply.error.code == "invalid_request"

@@ -108,3 +108,22 @@ def test_handoff_counts_only_waiters_blocked_at_the_release() -> None:
         (31 * ms, 32 * ms, 40 * ms),  # asked after the release at 30: never blocked
     ]
     assert handoff_latencies_ms(waiter, holder) == [2.0]
+
+
+def test_bench_compares_sqlite_synchronous_modes() -> None:
+    from bench.bench import _parse, compare
+
+    runs = [
+        ("FULL", {"uncontended_p50_ms": 2.0}),
+        ("NORMAL", {"uncontended_p50_ms": 1.0}),
+        ("FULL", {"uncontended_p50_ms": 4.0}),
+        ("NORMAL", {"uncontended_p50_ms": 1.0}),
+    ]
+    text = compare(runs)
+    assert "medians over 2 x FULL, 2 x NORMAL" in text
+    assert text.splitlines()[-1].split() == ["uncontended_p50_ms", "3.00", "1.00", "3.00", "ms"]
+    assert _parse(["--sqlite-synchronous", "full,normal"]).modes == ["FULL", "NORMAL"]
+    with pytest.raises(SystemExit):
+        _parse(["--sqlite-synchronous", "OFF"])
+    with pytest.raises(SystemExit):
+        _parse(["--db", "postgres", "--sqlite-synchronous", "FULL,NORMAL"])

@@ -19,7 +19,10 @@ from sqlalchemy.engine import make_url
 
 from examples.per_worker_pipeline import parse_args
 from gcl.cli.main import cli
+from gcl.cli.service import STOP_SECONDS
+from gcl.coordinator.nats_server import server_config
 from gcl.coordinator.settings import CoordinatorSettings
+from gcl.protocol import MAX_PAYLOAD
 from gcl.sdk.identity import worker_id
 from gcl.sdk.settings import ClientSettings
 from tests.conftest import ROOT
@@ -76,6 +79,20 @@ def test_nats_runs_the_official_image_with_jetstream() -> None:
     assert re.fullmatch(r"nats(:[\w.-]+)?", nats["image"])
     assert "-js" in as_argv(nats["command"])
     assert re.fullmatch(r"postgres(:[\w.-]+)?", SERVICES["postgres"]["image"])
+
+
+def test_nats_gets_the_max_payload_gcl_up_sets(tmp_path: Path) -> None:
+    """The same max_payload as `gcl up`'s NATS: gcl.protocol.MAX_PAYLOAD, not 1 MB. Compose's
+    NATS reads the configuration `gcl auth init` writes into the auth volume."""
+    from click.testing import CliRunner
+
+    argv = as_argv(SERVICES["nats"]["command"])
+    assert argv[argv.index("-c") + 1] == "/auth/nats-server.conf"
+    assert "gcl auth init --out /auth" in as_argv(SERVICES["auth"]["command"])[0]
+    made = CliRunner().invoke(cli, ["auth", "init", "--out", str(tmp_path)])
+    assert made.exit_code == 0, made.output
+    assert f"max_payload: {MAX_PAYLOAD}\n" in (tmp_path / "nats-server.conf").read_text()
+    assert f"max_payload: {MAX_PAYLOAD}" in server_config()
 
 
 def test_gcl_images_are_built_from_the_repo_dockerfile() -> None:
@@ -155,6 +172,13 @@ def test_urls_point_at_the_compose_services() -> None:
     )
     for service in GCL_SERVICES:
         assert environment(service)["GCL_NATS_URL"] == "nats://nats:4222"
+
+
+def test_the_coordinator_gets_time_to_stop_before_sigkill() -> None:
+    """gcl serve stops within 10 s of SIGTERM (tests/test_shutdown.py); compose's default
+    grace before SIGKILL is exactly 10 s, so give it more."""
+    grace = SERVICES["coordinator"]["stop_grace_period"]
+    assert re.fullmatch(r"\d+s", grace) and int(grace[:-1]) > STOP_SECONDS
 
 
 def test_start_order_waits_for_what_each_service_needs() -> None:

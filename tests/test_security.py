@@ -1,6 +1,6 @@
 """Every attack from issue #9, against a real nats-server with the configuration gcl ships.
 
-The server runs with `nats_auth.server_config` (one user per role, least privilege, a private
+The server runs with `nats_auth.roles_config` (one user per role, least privilege, a private
 inbox prefix each) and the coordinator with the coordinator's credential. Each attack is made
 with the credential an attacker would have (a worker's, or an operator's where that is the
 point) and must be refused, by NATS or by the coordinator, while the victim keeps its lease.

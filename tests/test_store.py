@@ -12,6 +12,7 @@ import pytest
 from gcl.coordinator.changes import Changes
 from gcl.coordinator.limits import Limit
 from gcl.coordinator.service import CoordinatorConflict
+from gcl.coordinator.settings import CoordinatorSettings
 from gcl.coordinator.store import Deposed, Store, StoreLocked, StoreUnavailable
 
 
@@ -104,3 +105,34 @@ async def test_a_second_coordinator_on_the_same_prefix_refuses_to_start(
     await start_coordinator()
     with pytest.raises(CoordinatorConflict, match="already serves gcl"):
         await start_coordinator(db_url=f"sqlite:///{tmp_path / 'other.db'}")
+
+
+def _synchronous_of_commits(store: Store) -> int:
+    """PRAGMA synchronous on the connection that commits (0 OFF, 1 NORMAL, 2 FULL)."""
+    store.apply(Changes())  # opens the writer connection
+    assert store._writer is not None
+    cursor = store._writer.connection.cursor()
+    try:
+        cursor.execute("PRAGMA synchronous")
+        return int(cursor.fetchone()[0])
+    finally:
+        cursor.close()
+
+
+@pytest.mark.parametrize(("env", "level"), [(None, 2), ("NORMAL", 1), ("full", 2)])
+def test_sqlite_commits_are_durable_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: str | None, level: int
+) -> None:
+    """`gcl serve` and `gcl up` read CoordinatorSettings: synchronous=FULL (a commit survives a
+    power cut) unless GCL_SQLITE_SYNCHRONOUS=NORMAL opts out."""
+    if env is None:
+        monkeypatch.delenv("GCL_SQLITE_SYNCHRONOUS", raising=False)
+    else:
+        monkeypatch.setenv("GCL_SQLITE_SYNCHRONOUS", env)
+    settings = CoordinatorSettings(db_url=f"sqlite:///{tmp_path / 'gcl.db'}")
+    store = Store(settings.db_url, settings.sqlite_synchronous)
+    store.open()
+    try:
+        assert _synchronous_of_commits(store) == level
+    finally:
+        store.close()

@@ -14,7 +14,7 @@ from gcl.coordinator.nats_auth import (
     Credential,
     default_credentials,
     new_credential,
-    server_config,
+    roles_config,
     write_credentials,
 )
 from gcl.coordinator.nats_server import NatsServer
@@ -34,7 +34,7 @@ class Secured:
         self.folder = folder
         self.credentials = {c.role: c for c in credentials}
         self.mallory = new_credential("worker", "mallory")
-        config = server_config([*credentials, self.mallory], PREFIX)
+        config = roles_config([*credentials, self.mallory], PREFIX)
         self.server = NatsServer(folder / "nats", config=config)
         write_credentials(folder, credentials)
 

@@ -24,6 +24,7 @@ from gcl.coordinator.nats_auth import (
     new_credential,
     write_private,
 )
+from gcl.protocol import MAX_PAYLOAD
 from gcl.sdk.discovery import AUTH_DIR, data_dir
 
 
@@ -47,7 +48,9 @@ def auth() -> None:
     help="Also a worker user of its own for this machine (its own inbox); repeatable",
 )
 @click.option("--listen", default="0.0.0.0:4222", show_default=True, help="NATS client address")
-@click.option("--max-payload", default=65_536, show_default=True, help="Largest message, bytes")
+@click.option(
+    "--max-payload", default=MAX_PAYLOAD, show_default=True, help="Largest message, bytes"
+)
 @click.option("--force", is_flag=True, help="Replace existing credentials (rotates them all)")
 @click.pass_context
 def init(

@@ -16,13 +16,14 @@ from gcl.cli.limits import JSON
 from gcl.cli.service import serve, up
 from gcl.coordinator.store import Deposed
 from gcl.sdk.admin import AdminClient
-from gcl.sdk.exceptions import CoordinatorUnavailable, GCLError
+from gcl.sdk.exceptions import CoordinatorUnavailable, GCLError, StorageError
 from gcl.sdk.version import VERSION
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 1
 EXIT_UNAVAILABLE = 2
 EXIT_DEPOSED = 4  # another coordinator took the lead: restart this one, as a standby
+EXIT_STORAGE = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -62,23 +63,34 @@ def cli(ctx: click.Context, nats_url: str | None, prefix: str) -> None:
                   GCL_NATS_USER + GCL_NATS_PASSWORD, GCL_NATS_TOKEN, GCL_NATS_CREDS,
                   GCL_NATS_NKEY_SEED, GCL_NATS_INBOX_PREFIX;
                   TLS: GCL_NATS_TLS_CA, GCL_NATS_TLS_CERT, GCL_NATS_TLS_KEY.
-    Exit codes:   0 ok, 1 user error, 2 coordinator or NATS unreachable,
-                  4 (serve) another coordinator took the lead: restart it as a standby;
-                  gcl run exits with its command's status, and gcl run / gcl acquire
-                  with 75 when the slots could not be had (timeout, or no coordinator).
+    Exit codes:   0 ok (also a clean stop of serve/up by SIGTERM or Ctrl-C);
+                  1 user error: bad input or options, a conflict (another coordinator);
+                  2 unreachable: NATS, or no coordinator answers;
+                  3 storage: the database cannot be opened or keeps failing (serve/up),
+                    or the coordinator reports its database unhealthy (ping);
+                  130 interrupted (Ctrl-C in a command, a second stop signal to serve/up).
     """
     ctx.ensure_object(dict)
     ctx.obj["nats_url"] = resolve_nats_url(nats_url)
     ctx.obj["prefix"] = prefix
 
 
-@click.command(short_help="Check that a coordinator answers (health checks).")
+@click.command(short_help="Check that a coordinator answers and commits (health checks).")
 @click.pass_context
 def ping(ctx: click.Context) -> None:
-    """Check that a coordinator answers (exit 0) or not (exit 2): for health checks."""
+    """Check that a coordinator answers and its database commits: for health checks.
+
+    Exit 0 when healthy; 2 when no coordinator answers; 3 when it answers but its database
+    is failing or stalled (a change has waited over its store_stall_seconds to commit).
+    """
     with limits.open_admin(ctx) as admin:
         pong = admin.ping()
     url = ctx.find_root().obj["nats_url"]
+    if not pong.store.healthy:
+        raise StorageError(
+            f"coordinator {pong.coordinator_id} answers on {url}, but its database is "
+            f"unhealthy: {pong.store.problem}"
+        )
     click.echo(f"coordinator {pong.coordinator_id} (v{pong.version}) answers on {url}")
 
 
@@ -144,6 +156,9 @@ def run(args: Sequence[str] | None = None) -> int:
     except Deposed as exc:
         click.echo(f"error: {exc}; restart it and it stands by", err=True)
         return EXIT_DEPOSED
+    except StorageError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_STORAGE
     except GCLError as exc:
         click.echo(f"error: {exc}", err=True)
         return EXIT_USER_ERROR

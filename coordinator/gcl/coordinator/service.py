@@ -3,9 +3,11 @@
     message ──► parse ──► Engine step ──► Changes ──► outbox ──► commit (thread) ──► replies,
                                                                                    notices, events
 
-Steps run one at a time on the event loop. While a commit runs, later steps pile up in the
-outbox and are committed together: one transaction for many grants under load. Replies and
-events leave in order, and only after the changes they reveal are on disk.
+Steps run one at a time on the event loop. While a commit runs (always on the store's own
+thread, never on the loop), later steps pile up in the outbox and are committed together: one
+transaction for many grants under load. Replies and events leave in order, and only after the
+changes they reveal are on disk. A stalled or failing database therefore delays only what
+waits for a commit; how long the oldest change has waited is the store's health.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import NoRespondersError
+from nats.errors import NoRespondersError, SlowConsumerError
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import BaseModel, ValidationError
 
@@ -35,9 +38,10 @@ from gcl.coordinator.errors import Refusal
 from gcl.coordinator.event_stream import ensure_stream
 from gcl.coordinator.explain import wait_detail
 from gcl.coordinator.leadership import Leadership
-from gcl.coordinator.metrics import MetricsEndpoint, start_metrics
+from gcl.coordinator.metrics import MetricsEndpoint, ServiceCollector, ServiceStats, start_metrics
 from gcl.coordinator.settings import CoordinatorSettings
 from gcl.coordinator.store import Deposed, Store, safe_url
+from gcl.coordinator.store_thread import StoreThread
 from gcl.protocol import (
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
@@ -55,11 +59,12 @@ from gcl.protocol import (
     Pong,
     Reply,
     Revoked,
+    StoreHealth,
     Subjects,
 )
 from gcl.protocol import operations as ops
 from gcl.protocol.operations import Operation
-from gcl.sdk.exceptions import GCLError
+from gcl.sdk.exceptions import GCLError, StorageError
 from gcl.sdk.transport import connect
 from gcl.sdk.version import VERSION
 
@@ -72,12 +77,19 @@ class CoordinatorConflict(GCLError):
 
 Handler = Callable[[Any], BaseModel]
 
-# Replies that reveal no grant may leave before the commit they ride with: if that commit is
-# lost in a crash, a released lease comes back and simply expires (slots held too long, never
-# granted twice). Everything else waits for its commit, in order.
 MAX_FIELD_ECHO = 200  # an error echoes at most this much of the caller's input
+SLOW_COMMIT_SECONDS = 1.0  # a commit slower than this is logged
+# Replies that reveal no grant leave at once, before the commit their step rides with: if that
+# commit is lost in a crash, a released lease comes back and simply expires (slots held too
+# long, never granted twice). Everything else waits for its commit, in order. Two exceptions:
+# a renew or release of a lease whose grant is not committed yet waits for it too; and while
+# the store is unhealthy, renew and release are applied in memory but answered `unavailable`.
 _REVEAL_NOTHING = frozenset({ops.RENEW.name, ops.RELEASE.name, ops.PING.name})
 _PAGED = (LimitGetRequest, LimitListRequest, LeaseListRequest)  # listings: page size `limit`
+_LEASE_STEPS = frozenset({ops.RENEW.name, ops.RELEASE.name})
+DROP_LOG_SECONDS = 10.0  # at most one warning about dropped messages this often
+YIELD_EVERY = 32  # messages handled back to back before yielding to the loop, if more wait
+STOP_SECONDS = 7.0  # stop() returns within this, whatever NATS and the database do
 
 
 class Coordinator:
@@ -95,6 +107,23 @@ class Coordinator:
         self._outbox = Changes()
         self._replies: list[tuple[str, bytes]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._inflight: Changes | None = None  # the batch being committed
+        self._store_thread: StoreThread | None = None
+        # The store's health: when the oldest uncommitted change was made (monotonic), for the
+        # batch being committed and for the outbox behind it, and the last commit error.
+        self._inflight_since: float | None = None
+        self._dirty_since: float | None = None
+        self._last_error: str | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._stall_reported = False
+        self.stats = ServiceStats()
+        self._subs: dict[str, Subscription] = {}
+        self._handled = 0  # messages handled since the last yield to the loop
+        self._drops_unlogged: Counter[str] = Counter()
+        self._drops_logged_at = -DROP_LOG_SECONDS
+        self._drop_timer: asyncio.TimerHandle | None = None
+        self._stopping = False
+        self._stopped: bool | None = None  # stop()'s result once stopped
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._failed = asyncio.Event()
@@ -127,7 +156,10 @@ class Coordinator:
             ops.LEASE_LIST: lambda r: e.page_leases(r.name, r.limit, r.cursor),
             ops.LEASE_REVOKE: self._revoke,
             ops.PING: lambda r: Pong(
-                coordinator_id=self.id, started_at=self.started_at, version=VERSION
+                coordinator_id=self.id,
+                started_at=self.started_at,
+                version=VERSION,
+                store=self.store_health(),
             ),
         }
         # admin.status is answered by every coordinator, standby or not: its own subscription.
@@ -157,29 +189,48 @@ class Coordinator:
 
         On SQLite the file lock and a NATS ping make sure we are alone; on PostgreSQL the
         election decides, and the epoch taken with the lead fences whoever led before."""
-        self.nc = await connect(self.settings, f"gcl-coordinator-{self.id}")
+        self._store_thread = StoreThread(f"gcl-store-{self.id}")
         try:
+            self.nc = await connect(
+                self.settings,
+                f"gcl-coordinator-{self.id}",
+                error_cb=self._on_nats_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+            )
             await self._answer_status()
             await self.leadership.wait_for_lead()
-            limits, leases = await asyncio.to_thread(self.store.open, self.id)
+            limits, leases = await self._store_thread.run(self.store.open, self.id)
             if not self.leadership.elected:
                 await self._ensure_alone()
             await ensure_stream(self.nc, self.settings)  # warns, never raises
-            self.metrics = await start_metrics(self.engine, self.settings, self.observers)
+            service = ServiceCollector(self.stats, self.store_health)
+            self.metrics = await start_metrics(self.engine, self.settings, self.observers, service)
         except BaseException:
+            self._stopping = True
             self.leadership.release()
-            await asyncio.to_thread(self.store.close)
-            with contextlib.suppress(Exception):
-                await self.nc.close()
+            await self._store_thread.run(self.store.close)
+            self._store_thread.stop()
+            if self.nc is not None:
+                with contextlib.suppress(Exception):
+                    await self.nc.close()
             raise
         self.leading = True
         self.engine.restore(limits, leases)
-        self._outbox.merge(self.engine.take_changes())
+        self._absorb(self.engine.take_changes())
         self.started_at = self.clock.wall()
         for operation in self._handlers:
-            await self._subscribe(self.subjects.op(operation), self._on_message)
+            messages, size = self._backlog(operation)
+            subjects = [self.subjects.op(operation)]
             if ops.BY_NAME[operation].admin:  # `{op}.{user}`: the sender's NATS identity
-                await self._subscribe(self.subjects.op(operation) + ".*", self._on_message)
+                subjects.append(subjects[0] + ".*")
+            for subject in subjects:
+                self._subs[subject] = await self.nc.subscribe(
+                    subject,
+                    cb=self._on_message,
+                    pending_msgs_limit=messages,
+                    pending_bytes_limit=size,
+                )
         self._emit_started(len(limits), len(self.engine.leases))
         self.leadership.watch(lambda: self.nc is not None and self.nc.is_connected, self._step_down)
         self._reschedule()
@@ -193,10 +244,6 @@ class Coordinator:
             len(self.engine.leases),
             safe_url(self.settings.db_url),
         )
-
-    async def _subscribe(self, subject: str, cb: Callable[[Msg], Awaitable[None]]) -> None:
-        assert self.nc is not None
-        self._request_subs.append(await self.nc.subscribe(subject, cb=cb))
 
     async def _answer_status(self) -> None:
         """Leader or standby, every coordinator answers `admin.status` (`gcl status`)."""
@@ -231,7 +278,7 @@ class Coordinator:
         self._replies = []
         if self._timer is not None:
             self._timer.cancel()
-        subs, self._request_subs = self._request_subs, []
+        subs, self._subs = list(self._subs.values()), {}
         self.leadership.release()
         self._unsubscribing = asyncio.get_running_loop().create_task(
             self._unsubscribe(subs, reason)
@@ -247,6 +294,13 @@ class Coordinator:
             await _publish(
                 self.nc, self.subjects.event(event.kind), event.model_dump_json().encode()
             )
+
+    def _backlog(self, operation: str) -> tuple[int, int]:
+        """Each subject has its own subscription and backlog, so a flood on one (or on the
+        admin subjects) never crowds out another: workers' subjects get the full backlog."""
+        if ops.BY_NAME[operation].admin:
+            return self.settings.backlog_messages // 10, self.settings.backlog_bytes // 4
+        return self.settings.backlog_messages, self.settings.backlog_bytes
 
     async def _ensure_alone(self) -> None:
         assert self.nc is not None
@@ -288,20 +342,89 @@ class Coordinator:
         await self._failed.wait()
         if self._deposed is not None:
             raise Deposed(f"coordinator {self.id} stepped down: {self._deposed}")
-        raise GCLError("the database kept failing; stopping so a restart reloads the truth")
+        raise StorageError(
+            f"the database kept failing for {self.settings.db_retry_seconds:g}s "
+            f"({self._last_error}); stopping so that a restart reloads the truth from it"
+        )
 
-    async def stop(self) -> None:
-        """Finish the commit in flight, send what it owes, then let go of NATS and the DB."""
+    async def stop(self, timeout: float = STOP_SECONDS) -> bool:
+        """Stop within `timeout` seconds whatever NATS and the database are doing: take no more
+        requests, commit and send what is owed, then let go of NATS and the database.
+
+        True when everything owed was committed; False when the database did not answer in
+        time (or had failed) and uncommitted changes were abandoned. Nothing they held was ever
+        announced, so a restart that reloads the last commit is consistent. Idempotent.
+        """
+        if self._stopped is not None:
+            return self._stopped
+        deadline = time.monotonic() + timeout
+        self._stopping = True
+        self._log_drops()
         if self._timer is not None:
             self._timer.cancel()
         self.leadership.release()
-        if self._flusher is not None and not self._failed.is_set():
-            await asyncio.wait_for(asyncio.shield(self._flusher), timeout=10)
-        if self.nc is not None and not self.nc.is_closed:
-            await self.nc.drain()
+        await _bounded(self._stop_intake(), 0.5, "unsubscribing")
+        committed = await self._finish(max(0.5, deadline - time.monotonic() - 3.0))
+        await self._close_nats(deadline)
         if self.metrics is not None:
-            await self.metrics.stop()
-        await asyncio.to_thread(self.store.close)
+            await _bounded(self.metrics.stop(), 0.5, "stopping the metrics endpoint")
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+        if self._store_thread is not None:
+            left = max(0.2, deadline - time.monotonic())
+            await _bounded(self._store_thread.run(self.store.close), left, "closing the database")
+            self._store_thread.stop()
+        self._stopped = committed
+        return committed
+
+    async def _stop_intake(self) -> None:
+        """Unsubscribe: requests not yet read are left to NATS; their senders retry."""
+        subs, self._subs = list(self._subs.values()), {}
+        for sub in subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _finish(self, seconds: float) -> bool:
+        """Let the flusher commit and send what the outbox holds, for at most `seconds`."""
+        if self._failed.is_set():
+            return False
+        if self._outbox or self._replies:
+            self._kick()
+        flusher = self._flusher
+        if flusher is None or flusher.done():
+            return True
+        done, _ = await asyncio.wait({flusher}, timeout=seconds)
+        if done and not self._failed.is_set():
+            return True
+        flusher.cancel()
+        pending = self._inflight or self._outbox
+        log.error(
+            "stopping with %d lease and %d limit changes not committed: the database did not "
+            "answer within %.1fs (%s). None of them was announced; a restart reloads the last "
+            "commit",
+            len(pending.leases_added) + len(pending.leases_removed),
+            len(pending.limits),
+            seconds,
+            self._last_error or "no error: a commit had not returned",
+        )
+        return False
+
+    async def _close_nats(self, deadline: float) -> None:
+        """Push out what was sent if NATS is there, then close, never waiting on a dead
+        server: a connection that is reconnecting is closed without a flush."""
+        nc = self.nc
+        if nc is None or nc.is_closed:
+            return
+        if nc.is_connected:
+            left = min(1.0, deadline - time.monotonic() - 1.0)
+            if left > 0:
+                await _bounded(nc.flush(timeout=1), left, "flushing to NATS")
+        left = max(0.2, min(1.5, deadline - time.monotonic()))
+        await _bounded(nc.close(), left, "closing the NATS connection")
+
+    def uncommitted(self) -> bool:
+        """Whether changes wait for a commit (read from any thread: a stop's watchdog)."""
+        return self._inflight is not None or self._outbox.durable
 
     # --- messages ---------------------------------------------------------------------------
 
@@ -310,13 +433,23 @@ class Coordinator:
             self.unanswerable += 1
             return
         operation, actor = self._route(msg.subject)
-        payload = self._step(operation, msg.data, msg.reply, actor)
-        if operation in _REVEAL_NOTHING and self.nc is not None:
+        payload, at_once = self._step(operation, msg.data, msg.reply, actor)
+        if at_once and self.nc is not None:
             await _publish(self.nc, msg.reply, payload)
         else:
             self._replies.append((msg.reply, payload))
         self._kick()
         self._reschedule()
+        self._handled += 1
+        sub = self._subs.get(msg.subject)
+        if self._handled >= YIELD_EVERY and sub is not None and sub.pending_msgs:
+            # A run of messages without a pause, and more queued: let the socket reader and the
+            # other subjects have a turn. Without it a backlog was handled in one go, NATS's
+            # socket went unread, and the server cut the coordinator off as a slow consumer.
+            # Not after every message: the flusher would run in between and commit one step at
+            # a time (coordinator CPU per acquire+release nearly doubled at 32 clients).
+            self._handled = 0
+            await asyncio.sleep(0)
 
     def _route(self, subject: str) -> tuple[str, str | None]:
         """The operation, and for `{prefix}.admin.{op}.{user}` the user NATS let send it."""
@@ -326,14 +459,22 @@ class Coordinator:
         operation, _, actor = operation.rpartition(".")
         return operation, actor
 
-    def _step(self, operation: str, data: bytes, reply_to: str, actor: str | None = None) -> bytes:
-        """Run one request through the engine; every failure becomes an error reply."""
+    def _step(
+        self, operation: str, data: bytes, reply_to: str, actor: str | None = None
+    ) -> tuple[bytes, bool]:
+        """Run one request through the engine: the reply, and whether it may leave at once
+        (before the commit). Every failure becomes an error reply."""
+        at_once = operation in _REVEAL_NOTHING
+        refused = self._refuse_unread(operation, data)
+        if refused is not None:
+            return refused, at_once
         try:
             request_type, handler = self._handlers[operation]
-            self._check_size(data)
             request = _parse(request_type, data)
             if isinstance(request, AcquireRequest):
                 _check_notify(request.notify, reply_to)
+            if operation in _LEASE_STEPS:
+                return self._lease_step(operation, request, handler)
             reply = _ok(handler(request))
             while (
                 len(reply) > self._max_reply and isinstance(request, _PAGED) and request.limit > 1
@@ -348,15 +489,60 @@ class Coordinator:
                     "invalid_request",
                     f"the answer ({len(reply):,} bytes) exceeds "
                     "what NATS carries: narrow it (a limit name or pattern)",
-                )
-            return reply
+                ), at_once
+            return reply, at_once
         except Refusal as refusal:
-            return _error(refusal.code, refusal.message, refusal.field)
+            return _error(refusal.code, refusal.message, refusal.field), at_once
         except Exception:
             log.exception("internal error handling %s", operation)
-            return _error("internal", "the coordinator failed on this request; see its log")
+            return _error("internal", "the coordinator failed on this request; see its log"), (
+                at_once
+            )
         finally:
-            self._outbox.merge(self.engine.take_changes())
+            self._absorb(self.engine.take_changes())
+
+    def _refuse_unread(self, operation: str, data: bytes) -> bytes | None:
+        """Cheap refusals before any parsing: a flood of junk costs a length check each."""
+        try:
+            self._check_size(data)
+        except Refusal as refusal:
+            self.stats.rejected[operation, "too_large"] += 1
+            return _error(refusal.code, refusal.message, refusal.field)
+        head = data[:64].lstrip()
+        if head and head[:1] != b"{":
+            self.stats.rejected[operation, "not_an_object"] += 1
+            return _NOT_AN_OBJECT
+        return None
+
+    def _lease_step(self, operation: str, request: Any, handler: Handler) -> tuple[bytes, bool]:
+        """Renew or release: answered from memory at once, unless the lease's own grant is
+        not committed yet (then the reply waits for it), or the store is unhealthy (then the
+        step is still applied in memory, but not confirmed: `unavailable`)."""
+        waits = self._grant_uncommitted(request.lease_id)
+        reply = _ok(handler(request))
+        if waits:
+            return reply, False
+        health = self.store_health()
+        if health.healthy:
+            return reply, True
+        if operation == ops.RENEW.name:
+            message = (
+                f"renewal not confirmed: the coordinator cannot commit to its database "
+                f"({health.problem}). Keep renewing: the lease stays held meanwhile, and a "
+                "restarted coordinator restores it"
+            )
+        else:
+            message = (
+                f"release not confirmed: the coordinator cannot commit to its database "
+                f"({health.problem}). It is applied in memory; should the coordinator restart "
+                "before it commits, the lease comes back and expires after its ttl"
+            )
+        return _error("unavailable", message), True
+
+    def _grant_uncommitted(self, lease_id: str) -> bool:
+        if lease_id in self._outbox.leases_added:
+            return True
+        return self._inflight is not None and lease_id in self._inflight.leases_added
 
     def _check_size(self, data: bytes) -> None:
         """Refuse an oversized payload before spending any parsing on it."""
@@ -372,7 +558,57 @@ class Coordinator:
     def _max_reply(self) -> int:
         return int(self.nc.max_payload) if self.nc is not None else 1024 * 1024
 
+    # --- NATS connection --------------------------------------------------------------------
+
+    async def _on_nats_error(self, error: Exception) -> None:
+        if isinstance(error, SlowConsumerError):  # a subject's backlog is full: dropped
+            operation = (error.subject or "")[len(self.settings.prefix) + 1 :] or "?"
+            self._dropped(operation)
+            return
+        log.debug("nats: %s", error)
+
+    async def _on_disconnected(self) -> None:
+        if not self._stopping:
+            self.stats.nats_disconnects += 1
+            log.warning("lost the NATS connection to %s; reconnecting", self.settings.nats_url)
+
+    async def _on_reconnected(self) -> None:
+        log.warning("reconnected to NATS at %s", self.settings.nats_url)
+
+    def _dropped(self, operation: str) -> None:
+        """Count a dropped message; warn at once, then at most every DROP_LOG_SECONDS."""
+        self.stats.dropped[operation] += 1
+        self._drops_unlogged[operation] += 1
+        wait = self._drops_logged_at + DROP_LOG_SECONDS - time.monotonic()
+        if wait <= 0:
+            self._log_drops()
+        elif self._drop_timer is None:
+            self._drop_timer = asyncio.get_running_loop().call_later(wait, self._log_drops)
+
+    def _log_drops(self) -> None:
+        if self._drop_timer is not None:
+            self._drop_timer.cancel()
+            self._drop_timer = None
+        if not self._drops_unlogged:
+            return
+        counts = ", ".join(
+            f"{count:,} on {self.subjects.op(op)}" for op, count in self._drops_unlogged.items()
+        )
+        log.warning(
+            "dropped %s unread: the backlog was full (a flood, or a burst above "
+            "GCL_BACKLOG_MESSAGES / GCL_BACKLOG_BYTES); senders time out and retry",
+            counts,
+        )
+        self._drops_unlogged.clear()
+        self._drops_logged_at = time.monotonic()
+
     # --- outbox -----------------------------------------------------------------------------
+
+    def _absorb(self, changes: Changes) -> None:
+        """Add a step's changes to the outbox, noting when it first held something to commit."""
+        if changes.durable and self._dirty_since is None:
+            self._dirty_since = time.monotonic()
+        self._outbox.merge(changes)
 
     def _kick(self) -> None:
         """Make sure the one flusher runs: it alone sends, so messages leave in order."""
@@ -387,44 +623,124 @@ class Coordinator:
         while self._outbox or self._replies:
             batch, replies = self._outbox, self._take_replies()
             self._outbox = Changes()
-            if batch.durable and not await self._commit(batch):
-                self._failed.set()
-                return
+            if batch.durable:
+                self._inflight, self._inflight_since = batch, self._dirty_since
+                self._dirty_since = None
+                committed = await self._commit(batch)
+                self._inflight, self._inflight_since = None, None
+                if not committed:
+                    self._failed.set()
+                    return
             await self._send(batch, replies)
 
-    @property
-    def _commit_inline(self) -> bool:
-        """A SQLite commit without fsync takes ~45 us, half the cost of a hop to a thread;
-        fsync'ing SQLite and PostgreSQL commits can take milliseconds, so they run off-loop."""
-        return self.store.dialect == "sqlite" and self.settings.sqlite_synchronous.upper() != "FULL"
-
     async def _commit(self, batch: Changes) -> bool:
-        deadline = time.monotonic() + self.settings.db_retry_seconds
+        """Commit on the store thread, retrying with back-off for db_retry_seconds."""
+        assert self._store_thread is not None
+        started = time.monotonic()
+        deadline = started + self.settings.db_retry_seconds
+        self._watch_stall()
         delay = 0.05
-        while True:
-            try:
-                if self._commit_inline:
-                    self.store.apply(batch)
-                else:
-                    await asyncio.to_thread(self.store.apply, batch)
-                return True
-            except Deposed as exc:  # another coordinator leads: never retry, stop serving
-                self._step_down(str(exc))
-                return False
-            except Exception:
-                if time.monotonic() > deadline:
+        try:
+            while True:
+                attempt = self._store_thread.run(self.store.apply, batch)
+                try:
+                    left = max(0.0, deadline - time.monotonic())
+                    await asyncio.wait({attempt}, timeout=left)
+                finally:
+                    if not attempt.done():  # given up on, or the flusher was cancelled:
+                        attempt.cancel()  # the thread's late result is then dropped
+                if attempt.cancelled():
+                    # It never returned (a lock held past the deadline, a connection cut
+                    # without a reset, a hung disk): give up as for failures; the store thread
+                    # is a daemon and cannot hold the process's exit.
+                    self._last_error = self._last_error or (
+                        "a commit did not return: the database is locked or slow"
+                    )
                     log.critical(
-                        "commit failed for %.0fs; giving up", self.settings.db_retry_seconds
+                        "the database has not committed for %.0fs (%s); giving up",
+                        self.settings.db_retry_seconds,
+                        self._last_error,
                     )
                     return False
-                log.exception("commit failed; retrying in %.2fs", delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                try:
+                    attempt.result()
+                except Deposed as exc:  # another coordinator leads: never retry, stop serving
+                    self._step_down(str(exc))
+                    return False
+                except Exception as exc:
+                    self.stats.commit_failures += 1
+                    self._last_error = _first_line(exc)
+                    if time.monotonic() > deadline:
+                        log.critical(
+                            "commit failed for %.0fs (%s); giving up",
+                            self.settings.db_retry_seconds,
+                            self._last_error,
+                        )
+                        return False
+                    log.warning("commit failed (%s); retrying in %.2fs", self._last_error, delay)
+                    log.debug("commit failure", exc_info=True)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                took = time.monotonic() - started
+                self.stats.observe_commit(took)
+                if self._stall_reported:
+                    log.warning(
+                        "the database is committing again: the oldest change waited %.1fs",
+                        time.monotonic() - (self._inflight_since or started),
+                    )
+                elif took >= SLOW_COMMIT_SECONDS:
+                    log.warning("a commit took %.1fs: the database was locked or slow", took)
+                self._stall_reported = False
+                self._last_error = None
+                return True
+        finally:
+            if self._stall_timer is not None:
+                self._stall_timer.cancel()
+                self._stall_timer = None
+
+    # --- the store's health -----------------------------------------------------------------
+
+    def store_health(self) -> StoreHealth:
+        """Unhealthy once the oldest uncommitted change has waited over store_stall_seconds,
+        whether its commit is failing or has simply not returned (a lock, a slow disk)."""
+        since = self._inflight_since if self._inflight_since is not None else self._dirty_since
+        waited = time.monotonic() - since if since is not None else 0.0
+        if waited <= self.settings.store_stall_seconds:
+            return StoreHealth(healthy=True, uncommitted_seconds=waited)
+        if self._last_error is not None:
+            problem = f"commits are failing ({self._last_error})"
+        else:
+            problem = "a commit has not returned (the database is locked or slow)"
+        problem += f"; the oldest uncommitted change has waited {waited:.1f}s"
+        return StoreHealth(healthy=False, uncommitted_seconds=waited, problem=problem)
+
+    def _watch_stall(self) -> None:
+        """Log once when the batch being committed passes store_stall_seconds."""
+        since = self._inflight_since if self._inflight_since is not None else time.monotonic()
+        delay = max(0.0, since + self.settings.store_stall_seconds - time.monotonic())
+        self._stall_timer = asyncio.get_running_loop().call_later(delay, self._on_stall)
+
+    def _on_stall(self) -> None:
+        self._stall_timer = None
+        health = self.store_health()
+        if health.healthy or self._stall_reported:
+            return
+        self._stall_reported = True
+        log.warning(
+            "the database is unhealthy: %s. Until a commit lands, nothing that needs one is "
+            "sent, renew and release answer 'unavailable', and ping reports it",
+            health.problem,
+        )
 
     async def _send(self, batch: Changes, replies: list[tuple[str, bytes]]) -> None:
         """Replies first, then notices to waiters, then events: in causal order."""
         nc = self.nc
         if nc is None:
+            return
+        if self._stopping and not nc.is_connected:
+            count = len(replies) + len(batch.notices) + len(batch.events)
+            log.info("stopping while NATS is away: %d replies, notices and events unsent", count)
             return
         for subject, data in replies:
             await _publish(nc, subject, data)
@@ -463,9 +779,34 @@ class Coordinator:
             self.engine.tick()
         except Exception:
             log.exception("internal error in tick")
-        self._outbox.merge(self.engine.take_changes())
+        self._absorb(self.engine.take_changes())
         self._kick()
         self._reschedule()
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception as one short line for logs and health replies."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {line[:300]}" if line else type(exc).__name__
+
+
+async def _bounded(awaitable: Any, seconds: float, what: str) -> bool:
+    """Await for at most `seconds`; then cancel it and go on without waiting for it to end (a
+    task that ignores cancellation must not hold up a stop). True when it finished cleanly."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        log.warning("%s did not finish within %.1fs; going on without it", what, seconds)
+        return False
+    if task.cancelled():
+        return False
+    error = task.exception()
+    if error is not None:
+        log.debug("%s failed: %s", what, error)
+        return False
+    return True
 
 
 async def _publish(nc: NATS, subject: str, data: bytes) -> None:
@@ -538,6 +879,16 @@ def _invalid(exc: ValidationError) -> Refusal:
         return Refusal("invalid_request", "the payload is not valid JSON", None)
     where = f"field {field!r}: " if field else ""
     return Refusal("invalid_request", f"{where}{first['msg'][:MAX_FIELD_ECHO]}", field)
+
+
+_NOT_AN_OBJECT = (
+    Reply(
+        ok=False,
+        error=ErrorBody(code="invalid_request", message="the payload is not a JSON object"),
+    )
+    .model_dump_json()
+    .encode()
+)
 
 
 def _ok(result: BaseModel) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from gcl.coordinator.bounds import Bounds
+from gcl.protocol import MAX_PAYLOAD, MAX_REQUEST_BYTES
 from gcl.sdk.settings import NatsSettings, Role
 
 DEFAULT_DB_URL = "sqlite:///.gcl/gcl.db"
@@ -18,15 +19,35 @@ class CoordinatorSettings(NatsSettings):
         description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db",
     )
     sqlite_synchronous: str = Field(
-        "NORMAL",
+        "FULL",
         pattern="(?i)^(NORMAL|FULL)$",
-        description="NORMAL survives kill -9; FULL a power cut",
+        description="FULL (default) survives a power cut; NORMAL only kill -9, for less fsync",
     )
     keepalive_seconds: float = Field(
         2.0, gt=0, le=60, description="how often waiters prove they are alive"
     )
     db_retry_seconds: float = Field(
         30.0, gt=0, le=3600, description="how long to retry a failing commit, then exit"
+    )
+    store_stall_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="the store is unhealthy once a change has waited this long to commit",
+    )
+    backlog_messages: int = Field(
+        10_000,
+        ge=100,
+        le=10_000_000,
+        description="per worker subject (acquire, renew, ...): requests waiting to be read "
+        "before new ones are dropped and counted; each admin subject gets a tenth",
+    )
+    backlog_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024 * 1024,
+        le=1024 * 1024 * 1024,
+        description="per worker subject: bytes waiting before new requests are dropped; "
+        "each admin subject gets a quarter",
     )
     events_max_age_seconds: float = Field(
         7 * 86_400.0, gt=0, le=10 * 365 * 86_400, description="keep stored events this long"
@@ -41,11 +62,11 @@ class CoordinatorSettings(NatsSettings):
         "127.0.0.1", description="address for the metrics port (0.0.0.0 to let others scrape)"
     )
     max_request_bytes: int = Field(
-        64 * 1024,
+        MAX_REQUEST_BYTES,
         ge=1024,
-        le=64 * 1024 * 1024,
+        le=MAX_PAYLOAD,
         description="refuse a request payload larger than this before parsing it (the largest "
-        "honest one, an acquire of 32 long names, is under 40 KiB)",
+        "valid one, an acquire of 32 long names with every character escaped, is ~85 KB)",
     )
     max_limits: int = Field(
         DEFAULT_BOUNDS.max_limits,

@@ -26,7 +26,7 @@ from gcl.coordinator.changes import Changes
 from gcl.coordinator.leases import Lease
 from gcl.coordinator.limits import Limit
 from gcl.protocol import Holder
-from gcl.sdk.exceptions import GCLError
+from gcl.sdk.exceptions import GCLError, StorageError
 
 log = logging.getLogger("gcl.coordinator.store")
 
@@ -42,7 +42,7 @@ class Deposed(GCLError):
     """Another coordinator took over (a newer epoch): this one must stop serving at once."""
 
 
-class StoreUnavailable(GCLError):
+class StoreUnavailable(StorageError):
     """The database cannot be opened: wrong URL, server down, driver missing, no permission."""
 
 
@@ -102,7 +102,7 @@ class MetaRow(SQLModel, table=True):
 class Store:
     """The database behind one coordinator. Blocking: the service calls it from a thread."""
 
-    def __init__(self, url: str, sqlite_synchronous: str = "NORMAL") -> None:
+    def __init__(self, url: str, sqlite_synchronous: str = "FULL") -> None:
         self.url = url
         self.epoch = 0  # this store's leadership epoch, taken by `open`
         self._lock_file: TextIO | None = None
@@ -385,8 +385,10 @@ def _table(model: type[SQLModel]) -> Table:
 
 
 def _sqlite_pragmas(synchronous: str) -> Any:
-    """WAL lets readers run beside the writer; NORMAL survives kill -9, FULL a power cut."""
-    mode = synchronous.upper() if synchronous.upper() in {"OFF", "NORMAL", "FULL"} else "NORMAL"
+    """WAL lets readers run beside the writer. FULL (the default) fsyncs the WAL at every
+    commit, so a commit survives a power cut; NORMAL fsyncs only at checkpoints: a commit
+    survives kill -9 but the last ones may be lost with the machine."""
+    mode = synchronous.upper() if synchronous.upper() in {"OFF", "NORMAL", "FULL"} else "FULL"
 
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()

@@ -37,6 +37,15 @@ MAX_OCCUPY = 1_000_000
 MAX_SLOTS = 1_000_000_000
 DEFAULT_PAGE = 500  # items per page of a listing, unless the request says `limit`
 MAX_PAGE = 2_000
+# Sizes on the wire (tests/test_wire_sizes.py computes them from the limits above). The largest
+# valid request is ~29 KB as the SDK writes it (32 names of 200 four-byte characters, every
+# holder field full) and ~85 KB with every character \u-escaped: the coordinator refuses
+# anything longer unread. NATS must carry, with room to spare, the largest reply, notice or
+# event such a request causes (~63 KB) and admin views (a limit with 1,000 holders: ~360 KB):
+# `gcl up` and compose.yaml give NATS this max_payload. Below NATS's default of 1 MB, so NATS
+# itself refuses bigger messages and cuts off whoever sends them.
+MAX_REQUEST_BYTES = 128 * 1024
+MAX_PAYLOAD = 512 * 1024
 
 LimitName = Annotated[str, AfterValidator(validate_name)]
 Mode = Literal["concurrency", "rate"]
@@ -59,6 +68,7 @@ ErrorCode = Literal[
     "over_capacity",
     "forbidden",
     "unsupported_version",
+    "unavailable",
     "internal",
 ]
 
@@ -415,10 +425,20 @@ class CoordinatorStatus(Part):
     version: str = ""
 
 
+class StoreHealth(Part):
+    """The coordinator's database as the coordinator sees it: healthy while every change
+    commits within its `store_stall_seconds`, whether commits fail or stall."""
+
+    healthy: bool = True
+    uncommitted_seconds: float = 0.0  # how long the oldest change not yet committed has waited
+    problem: str | None = None  # why it is unhealthy, for people
+
+
 class Pong(Part):
     coordinator_id: str
     started_at: float
     version: str
+    store: StoreHealth = StoreHealth()
 
 
 # --- envelope and events -------------------------------------------------------------------

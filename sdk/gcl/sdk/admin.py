@@ -8,6 +8,7 @@ cursor for the next.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -69,7 +70,8 @@ class AsyncAdminClient:
 
     async def aclose(self) -> None:
         if self._nc is not None and self._owns_nc and not self._nc.is_closed:
-            await self._nc.close()
+            with contextlib.suppress(Exception):  # NATS died: nothing left to say goodbye to
+                await self._nc.close()
         self._rpc = None
 
     async def _ready(self) -> Rpc:

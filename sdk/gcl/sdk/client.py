@@ -113,7 +113,8 @@ class AsyncClient:
                 await self._sub.unsubscribe()
             self._sub = None
         if self._nc is not None and self._owns_nc and not self._nc.is_closed:
-            await self._nc.close()
+            with contextlib.suppress(Exception):  # NATS died: nothing left to say goodbye to
+                await self._nc.close()
         self._rpc = None
 
     async def _ready(self) -> Rpc:

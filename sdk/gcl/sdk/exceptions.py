@@ -3,6 +3,9 @@
     GCLError
     ├── CoordinatorUnavailable   no coordinator answers (NATS down, or no `gcl serve` running)
     ├── PermissionDenied         NATS refused the credential, or the operation to its role
+    ├── CoordinatorUnavailable   no coordinator answers (NATS down, or no `gcl serve` running),
+    │                            or it cannot confirm because its database is failing
+    ├── StorageError             a database cannot be used: it does not open, or commits fail
     ├── AcquireTimeout           slots did not free up within `timeout_seconds` (a TimeoutError)
     ├── LeaseLost                the lease ended while the block ran (expired, revoked, deleted)
     └── RequestError             the coordinator refused the request; `.code` says why
@@ -35,6 +38,11 @@ class CoordinatorUnavailable(GCLError):
 
 class PermissionDenied(GCLError):
     """NATS refused this connection's credential, or this operation to its role."""
+
+
+class StorageError(GCLError):
+    """The coordinator's database cannot be used: it does not open, or commits keep failing
+    or stalling. `gcl` exits with code 3 for it."""
 
 
 class AcquireTimeout(GCLError, TimeoutError):
@@ -145,5 +153,7 @@ def error_from_code(code: str, message: str, field: str | None = None) -> GCLErr
         return AcquireTimeout(message)
     if code == "lease_lost":
         return LeaseLost(message)
+    if code == "unavailable":  # the coordinator answers but cannot commit: retry, as if silent
+        return CoordinatorUnavailable(message)
     cls = ERRORS_BY_CODE.get(code, RequestError)
     return cls(message, field=field)

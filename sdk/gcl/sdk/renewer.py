@@ -164,7 +164,8 @@ class Renewer:
         async def shutdown() -> None:
             self._main.cancel()
             if self._rpc is not None:
-                await self._rpc.nc.close()
+                with contextlib.suppress(Exception):  # NATS died: nothing to say goodbye to
+                    await self._rpc.nc.close()
 
         try:
             self._thread.run(shutdown(), timeout=5)
