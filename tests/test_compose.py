@@ -34,6 +34,7 @@ GCL_SERVICES = [
     name for name, spec in SERVICES.items() if spec.get("image") == "gcl:local" and name != "auth"
 ]
 WORKERS = ["worker-1", "worker-2"]
+NATS_URLS = "nats://nats:4222,nats://nats-2:4222,nats://nats-3:4222"
 READ_BY_CODE = (
     {f"GCL_{field.upper()}" for field in CoordinatorSettings.model_fields}
     | {f"GCL_{field.upper()}" for field in ClientSettings.model_fields}
@@ -69,9 +70,10 @@ def as_argv(command: str | list[str]) -> list[str]:
 
 
 def test_every_service_is_there() -> None:
-    expected = {"auth", "nats", "postgres", "coordinator", "limits", *WORKERS}
+    expected = {"auth", "nats", "nats-2", "nats-3", "postgres", "coordinator", "coordinator-2"}
+    expected |= {"limits", *WORKERS}
     assert expected <= set(SERVICES)
-    assert set(GCL_SERVICES) == {"coordinator", "limits", *WORKERS}
+    assert set(GCL_SERVICES) == {"coordinator", "coordinator-2", "limits", *WORKERS}
 
 
 def test_nats_runs_the_official_image_with_jetstream() -> None:
@@ -142,7 +144,7 @@ def test_coordinator_settings_come_out_of_its_environment(
 ) -> None:
     apply_environment("coordinator", monkeypatch, tmp_path)
     settings = CoordinatorSettings()
-    assert settings.nats_url == "nats://nats:4222"
+    assert settings.nats_url == NATS_URLS
     assert settings.db_url == environment("coordinator")["GCL_DB_URL"]
     assert settings.nats_user == "as-coordinator"  # read from its credential file
 
@@ -153,12 +155,13 @@ def test_workers_have_their_own_worker_id(
 ) -> None:
     apply_environment(service, monkeypatch, tmp_path)
     assert worker_id() == expected
-    assert ClientSettings().nats_url == "nats://nats:4222"
+    assert ClientSettings().nats_url == NATS_URLS
     assert ClientSettings().nats_user == "as-worker"
 
 
 def test_urls_point_at_the_compose_services() -> None:
-    nats_url = make_url(environment("coordinator")["GCL_NATS_URL"].replace("nats://", "x://"))
+    first = environment("coordinator")["GCL_NATS_URL"].split(",")[0]
+    nats_url = make_url(first.replace("nats://", "x://"))
     assert (nats_url.host, nats_url.port) == ("nats", 4222)
     db = make_url(environment("coordinator")["GCL_DB_URL"])
     postgres = environment("postgres")
@@ -171,7 +174,7 @@ def test_urls_point_at_the_compose_services() -> None:
         "psycopg" in dep for dep in PYPROJECT["project"]["optional-dependencies"]["postgres"]
     )
     for service in GCL_SERVICES:
-        assert environment(service)["GCL_NATS_URL"] == "nats://nats:4222"
+        assert environment(service)["GCL_NATS_URL"] == NATS_URLS
 
 
 def test_the_coordinator_gets_time_to_stop_before_sigkill() -> None:
@@ -219,6 +222,7 @@ def test_dockerfile_installs_the_package_and_runs_gcl_serve() -> None:
 
 
 ROLE_OF = {"coordinator": "coordinator", "limits": "operator", "worker-1": "worker"}
+ROLE_OF["coordinator-2"] = "coordinator"
 ROLE_OF["worker-2"] = "worker"
 
 
@@ -253,3 +257,31 @@ def test_no_credential_is_baked_into_the_image() -> None:
     assert ".gcl" in ignored
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "auth" not in dockerfile.lower() and "PASSWORD" not in dockerfile
+
+
+def test_three_nats_nodes_route_to_each_other_with_jetstream() -> None:
+    names = []
+    for node in ("nats", "nats-2", "nats-3"):
+        argv = as_argv(SERVICES[node]["command"])
+        assert "-js" in argv and argv[argv.index("-c") + 1] == "/auth/nats-server.conf"
+        names.append(argv[argv.index("-n") + 1])
+        routes = set(argv[argv.index("--routes") + 1].split(","))
+        assert routes == {f"nats://{n}:6222" for n in ("nats", "nats-2", "nats-3")}
+        assert argv[argv.index("--cluster_name") + 1] == "gcl"
+    assert len(set(names)) == 3  # JetStream needs distinct server names
+    data = {SERVICES[n]["volumes"][0].split(":")[0] for n in ("nats", "nats-2", "nats-3")}
+    assert len(data) == 3  # each node its own store
+    assert {u.split("//")[1].split(":")[0] for u in NATS_URLS.split(",")} == {
+        "nats",
+        "nats-2",
+        "nats-3",
+    }
+
+
+def test_two_coordinators_share_the_database_and_restart_after_losing_the_lead() -> None:
+    for name in ("coordinator", "coordinator-2"):
+        spec = SERVICES[name]
+        assert as_argv(spec["command"]) == ["gcl", "serve"]
+        assert environment(name)["GCL_DB_URL"] == environment("coordinator")["GCL_DB_URL"]
+        assert make_url(environment(name)["GCL_DB_URL"]).drivername == "postgresql+psycopg"
+        assert spec["restart"] == "unless-stopped"  # exit 4 (deposed) comes back as a standby
