@@ -157,3 +157,13 @@ async def test_metrics_off_by_default_and_a_taken_port_is_explained(
             metrics_port=with_metrics.metrics.port,
             prefix="third",
         )
+
+
+async def test_leadership_is_scraped(start_coordinator: Callable[..., Any]):
+    coordinator = await start_coordinator(metrics_port=free_port())
+    assert coordinator.metrics is not None
+    status, text = await asyncio.to_thread(_get, coordinator.metrics.url)
+    assert status == 200
+    values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert values["gcl_leader"] == 1.0
+    assert values["gcl_leader_epoch"] == coordinator.store.epoch >= 1

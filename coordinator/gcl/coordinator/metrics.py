@@ -56,6 +56,8 @@ class ServiceStats:
     commit_sum: float = 0.0
     commit_count: int = 0
     nats_disconnects: int = 0
+    leading: bool = False  # this coordinator serves (it holds the lead)
+    epoch: int = 0  # its leader epoch: every takeover (failover) bumps it by one
 
     def observe_commit(self, seconds: float) -> None:
         self.commit_buckets[bisect.bisect_left(COMMIT_BUCKETS, seconds)] += 1
@@ -107,6 +109,17 @@ class ServiceCollector(Collector):
             "gcl_nats_disconnects",
             "Times the coordinator's NATS connection was lost (a slow-consumer cut included)",
             value=stats.nats_disconnects,
+        )
+        yield GaugeMetricFamily(
+            "gcl_leader",
+            "1 while this coordinator leads (serves), 0 once it stepped down",
+            value=1.0 if stats.leading else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "gcl_leader_epoch",
+            "The epoch this coordinator leads in: each takeover bumps it, so its increase is the "
+            "number of failovers",
+            value=float(stats.epoch),
         )
         health = self.health()
         yield GaugeMetricFamily(

@@ -215,7 +215,8 @@ class Coordinator:
                 with contextlib.suppress(Exception):
                     await self.nc.close()
             raise
-        self.leading = True
+        self.leading = self.stats.leading = True
+        self.stats.epoch = self.store.epoch
         self.engine.restore(limits, leases)
         self._absorb(self.engine.take_changes())
         self.started_at = self.clock.wall()
@@ -272,7 +273,7 @@ class Coordinator:
         if self._deposed is not None:
             return
         self._deposed = reason
-        self.leading = False
+        self.leading = self.stats.leading = False
         log.error("stepping down: %s", reason)
         self._outbox = Changes()
         self._replies = []
