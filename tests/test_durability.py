@@ -183,4 +183,4 @@ async def test_a_dropped_database_connection_is_retried_without_losing_grants(
             assert lease.lease_id is not None
             _, stored = await asyncio.to_thread(coordinator.store.load)
             assert [x.lease_id for x in stored] == [lease.lease_id]
-    assert "commit failed (OperationalError" in caplog.text  # the path under test really ran
+    assert "commit failed (" in caplog.text  # the path under test really ran

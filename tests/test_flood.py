@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gcl.coordinator.nats_server import NatsServer, free_port
 from gcl.coordinator.service import Coordinator
-from gcl.protocol import MAX_PAYLOAD, MAX_REQUEST_BYTES, RENEW, LeaseRef
+from gcl.protocol import MAX_PAYLOAD, MAX_REQUEST_BYTES, RENEW, HeldLease
 from gcl.sdk.admin import AsyncAdminClient
 from gcl.sdk.client import AsyncClient
 from gcl.sdk.settings import ClientSettings
@@ -45,9 +45,9 @@ async def main(url: str) -> None:
     end = time.monotonic() + {FLOOD_SECONDS}
     while time.monotonic() < end:
         for i in range(100):
-            reply = "_INBOX.nobody.listens" if i % 3 == 0 else ""
+            reply = "_INBOX.nobody.listens"  # without one, a request is dropped unread at once
             await nc.publish(subjects[i % len(subjects)], junk[i % len(junk)], reply=reply)
-        await nc.publish(subjects[large % 2], big)
+        await nc.publish(subjects[large % 2], big, reply="_INBOX.nobody.listens")
         small, large = small + 100, large + 1
     await nc.flush(timeout=120)
     await nc.close()
@@ -101,7 +101,9 @@ async def test_a_flood_is_dropped_and_counted_while_workers_carry_on(
             began = time.monotonic()
             while flooder.poll() is None and time.monotonic() - began < 120:
                 started = time.monotonic()
-                renewed = await rpc.call(RENEW, LeaseRef(lease_id=lease.lease_id), timeout=5)
+                renewed = await rpc.call(
+                    RENEW, HeldLease(lease_id=lease.lease_id, secret=lease.secret), timeout=5
+                )
                 assert renewed.expires_in == 30
                 renewals.append(time.monotonic() - started)
                 await asyncio.sleep(0.1)

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gcl.coordinator.nats_server import NatsServer, free_port
 from gcl.coordinator.service import Coordinator
-from gcl.protocol import RELEASE, RENEW, LeaseRef
+from gcl.protocol import RELEASE, RENEW, HeldLease
 from gcl.sdk.admin import AsyncAdminClient
 from gcl.sdk.client import AsyncClient
 from gcl.sdk.exceptions import CoordinatorUnavailable, StorageError
@@ -86,7 +86,9 @@ async def test_a_foreign_lock_delays_only_commits(
             while time.monotonic() - locked_at < 3.0:  # three seconds of a held lock
                 pong, took = await timed(admin.ping())
                 assert took < FAST and pong.coordinator_id == coordinator.id
-                renewed, took = await timed(rpc.call(RENEW, LeaseRef(lease_id=held.lease_id)))
+                renewed, took = await timed(
+                    rpc.call(RENEW, HeldLease(lease_id=held.lease_id, secret=held.secret))
+                )
                 assert took < FAST and renewed.expires_in == 60
                 await asyncio.sleep(0.3)
             _, took = await timed(holder.release(spare))
@@ -143,16 +145,16 @@ async def test_health_reports_a_stalled_store_and_recovers(
             assert outcome.code == 3, outcome
             assert "database is unhealthy" in outcome.err and "locked or slow" in outcome.err
             with pytest.raises(CoordinatorUnavailable, match="renewal not confirmed"):
-                await rpc.call(RENEW, LeaseRef(lease_id=held.lease_id))
+                await rpc.call(RENEW, HeldLease(lease_id=held.lease_id, secret=held.secret))
             with pytest.raises(CoordinatorUnavailable, match="release not confirmed"):
-                await rpc.call(RELEASE, LeaseRef(lease_id=spare.lease_id))
+                await rpc.call(RELEASE, HeldLease(lease_id=spare.lease_id, secret=spare.secret))
             assert (await asyncio.to_thread(scrape, coordinator))["gcl_store_healthy"] == 0.0
             assert not created.done()
         await asyncio.wait_for(created, 30)
         await wait_until(lambda: coordinator.store_health().healthy, timeout=15)
         assert (await admin.ping()).store.healthy
         assert (await gcl(nats_server, "ping")).code == 0
-        renewed = await rpc.call(RENEW, LeaseRef(lease_id=held.lease_id))
+        renewed = await rpc.call(RENEW, HeldLease(lease_id=held.lease_id, secret=held.secret))
         assert renewed.expires_in == 60
         # the release was applied in memory while unconfirmed, and rode the next commit
         await wait_until(lambda: spare.lease_id not in stored_lease_ids(sqlite_url))

@@ -40,6 +40,7 @@ def largest_names() -> list[str]:
 def largest_acquire(request_id: str = "r" * 64) -> AcquireRequest:
     return AcquireRequest(
         request_id=request_id,
+        secret="s" * 128,
         names=largest_names(),
         occupy=MAX_OCCUPY,
         lease_ttl=MAX_LEASE_TTL - 0.123456789,
@@ -88,7 +89,7 @@ def test_the_largest_reply_notice_and_event_fit_with_margin() -> None:
     assert granted.status == "granted" and granted.lease is not None
     big = first.model_copy(update={"request_id": "q" * 64, "occupy": MAX_SLOTS - MAX_OCCUPY + 1})
     assert engine.acquire(big).status == "queued"
-    engine.release(granted.lease.lease_id)
+    engine.release(granted.lease.lease_id, "s" * 128)
     changes = engine.take_changes()
     replies = [_ok(granted), _ok(engine.acquire(big))]
     notices = [notice.model_dump_json().encode() for _, notice in changes.notices]
@@ -101,14 +102,20 @@ def test_the_largest_reply_notice_and_event_fit_with_margin() -> None:
 
 def test_a_limit_with_a_thousand_holders_can_be_inspected() -> None:
     """`gcl inspect` / `gcl leases` of a limit held by 1,000 leases (the bench's restart test
-    has one) fit under max_payload; much larger lists must be narrowed (no pagination yet)."""
+    has one) fit under max_payload in one page; larger lists come in pages (the coordinator
+    halves a page that would not fit)."""
     engine = Engine(FakeClock())
     engine.create_limit(LimitCreate(name="db:primary", limit=100_000))
     holder = Holder(worker_id="worker-0042", host="node-17.cluster.local", pid=123456, label="etl")
     for _ in range(1_000):
-        request = AcquireRequest(request_id=uuid.uuid4().hex, names=["db:primary"], holder=holder)
+        request = AcquireRequest(
+            request_id=uuid.uuid4().hex,
+            secret="held-secret-0123456789",
+            names=["db:primary"],
+            holder=holder,
+        )
         assert engine.acquire(request).status == "granted"
-    detail = len(_ok(engine.detail("db:primary")))
+    detail = len(_ok(engine.detail("db:primary", size=1_000)))  # one page of 1,000 holders
     assert detail > 300_000
     assert detail * 1.4 <= MAX_PAYLOAD, detail
     assert MAX_PAYLOAD < 1024 * 1024  # below NATS's default: bigger messages never get in

@@ -432,6 +432,7 @@ class Coordinator:
     async def _on_message(self, msg: Msg) -> None:
         if not msg.reply:  # nobody to answer: a request without a reply subject is not served
             self.unanswerable += 1
+            self.stats.rejected[msg.subject[len(self.settings.prefix) + 1 :], "no_reply"] += 1
             return
         operation, actor = self._route(msg.subject)
         payload, at_once = self._step(operation, msg.data, msg.reply, actor)
