@@ -590,3 +590,12 @@ def test_cli_command_passes_url_prefix_and_read_only(monkeypatch: pytest.MonkeyP
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert seen == {"url": "nats://127.0.0.1:4999", "prefix": "blue", "read_only": True}
+
+
+async def test_the_status_bar_names_the_leader_and_its_epoch(
+    nats_server: NatsServer, coordinator: Coordinator, admin: AsyncAdminClient
+):
+    app = dashboard(nats_server)
+    async with running(app):
+        await wait_until(lambda: "leads (epoch" in app.link.detail, timeout=10)
+        assert f"{coordinator.id} leads (epoch {coordinator.store.epoch})" in app.link.detail

@@ -16,7 +16,7 @@ from nats.aio.client import Client as NATS
 from gcl.protocol import Deleted, Event, LimitDetail, LimitInfo, Revoked
 from gcl.sdk.admin import AsyncAdminClient
 from gcl.sdk.events import events
-from gcl.sdk.exceptions import CoordinatorUnavailable
+from gcl.sdk.exceptions import CoordinatorUnavailable, GCLError
 from gcl.sdk.settings import NatsSettings
 from gcl.sdk.transport import connect
 from gcl.tui.validation import LimitSpec
@@ -109,7 +109,21 @@ class NatsSource:
         return self._admin
 
     async def ping(self) -> str:
-        return (await self.admin().ping()).coordinator_id
+        """Who serves, for the status bar: the leader, its epoch and how many stand by."""
+        admin = self.admin()
+        pong = await admin.ping()
+        try:
+            found = await admin.status(window=0.2)
+        except GCLError:
+            found = []
+        leader = next((s for s in found if s.role == "leader"), None)
+        if leader is None:
+            return pong.coordinator_id
+        standbys = sum(1 for s in found if s.role == "standby")
+        text = f"{leader.coordinator_id} leads (epoch {leader.epoch})"
+        if standbys:
+            text += f", {standbys} standing by"
+        return text
 
     async def list_limits(self) -> list[LimitInfo]:
         return await self.admin().list_limits()
