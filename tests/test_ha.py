@@ -93,6 +93,7 @@ def coordinators(tmp_path: Path, cluster: NatsCluster) -> Iterator[Coordinators]
         yield group
     finally:
         group.stop()
+        print(group.logs())  # pytest shows it only when the test failed
 
 
 async def statuses(admin: AsyncAdminClient) -> list[CoordinatorStatus]:

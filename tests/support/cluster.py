@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 from gcl.coordinator.nats_auth import write_private
 from gcl.coordinator.nats_server import HOST, free_port, nats_server_binary, port_in_use
@@ -78,8 +81,6 @@ class NatsCluster:
         return ",".join(node.url for node in self.nodes)
 
     def start(self, timeout: float = 20.0) -> NatsCluster:
-        import time
-
         for node in self.nodes:
             node.start(self.config)
         deadline = time.monotonic() + timeout
@@ -88,7 +89,53 @@ class NatsCluster:
                 self.stop()
                 raise RuntimeError("the NATS cluster did not come up")
             time.sleep(0.05)
+        if not self._meshed(deadline):
+            self.stop()
+            raise RuntimeError("the NATS cluster's routes did not form")
         return self
+
+    def _meshed(self, deadline: float) -> bool:
+        """Until a message published on each node reaches a subscriber on every other one:
+        listening ports alone do not mean the routes are up."""
+        import threading
+
+        result: list[bool] = []
+
+        async def check() -> bool:
+            import nats
+
+            conns = [await nats.connect(node.url) for node in self.nodes]
+            try:
+                while time.monotonic() < deadline:
+                    got: set[tuple[int, int]] = set()
+                    subs = []
+                    for i, nc in enumerate(conns):
+
+                        async def seen(
+                            msg: Any, i: int = i, got: set[tuple[int, int]] = got
+                        ) -> None:
+                            got.add((int(msg.data), i))
+
+                        subs.append(await nc.subscribe("_gcl.mesh.check", cb=seen))
+                        await nc.flush()
+                    await asyncio.sleep(0.1)
+                    for i, nc in enumerate(conns):
+                        await nc.publish("_gcl.mesh.check", str(i).encode())
+                        await nc.flush()
+                    await asyncio.sleep(0.2)
+                    for sub in subs:
+                        await sub.unsubscribe()
+                    if len(got) == len(conns) ** 2:
+                        return True
+                return False
+            finally:
+                for nc in conns:
+                    await nc.close()
+
+        thread = threading.Thread(target=lambda: result.append(asyncio.run(check())))
+        thread.start()
+        thread.join(max(1.0, deadline - time.monotonic() + 5))
+        return bool(result and result[0])
 
     def stop(self) -> None:
         for node in self.nodes:
