@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -712,9 +713,33 @@ class Chaos:
             checked_at = time.time()
         stream = await asyncio.wait_for(read_events(self.url, began), 120)
         exit_code = coordinator.stop()
-        report = Report(config, self.folder, began, workload_start, checked_at)
-        report.analyse(self, stream, held, exit_code)
-        return report
+        assert self.clients is not None
+        windows = self.faults.windows
+        windows.process_ends.update(self.clients.ended)
+        record = RunRecord(
+            seconds=config.seconds,
+            clients=config.clients,
+            tasks=config.tasks,
+            seed=config.seed,
+            fault_kinds=list(config.faults),
+            ttl=config.ttl,
+            began=began,
+            workload_start=workload_start,
+            checked_at=checked_at,
+            windows=windows,
+            fault_counts=dict(self.faults.counts),
+            fault_lines=self.faults.lines,
+            spray=dict(self.faults.spray),
+            unexpected_exits=coordinator.unexpected_exits,
+            final_exit_code=exit_code,
+            killed=sorted(self.clients.killed),
+            exit_codes=self.clients.exit_codes,
+            processes=sum(self.clients.generations.values()),
+            launches=coordinator.launches,
+            held=held,
+        )
+        record.save(self.folder, stream)
+        return Report.of(record, self.folder, stream)
 
     async def inject(self, admin: AsyncAdminClient, until: float) -> None:
         kinds: list[str] = []
@@ -843,14 +868,65 @@ async def spray(url: str) -> Counter[str]:
 
 
 @dataclass
-class Report:
-    config: Config
-    folder: Path
+class RunRecord:
+    """What a run did and saw, besides the clients' logs: enough to check it again later
+    (`--analyse DIR`), saved as run.json beside events.jsonl."""
+
+    seconds: float
+    clients: int
+    tasks: int
+    seed: int
+    fault_kinds: list[str]
+    ttl: tuple[float, float]
     began: float
     workload_start: float
-    checked_at: float
+    checked_at: float  # when the leases still held were listed
+    windows: checks.Faults
+    fault_counts: dict[str, int]
+    fault_lines: list[str]
+    spray: dict[str, int]
+    unexpected_exits: list[tuple[float, int | None]]
+    final_exit_code: int | None
+    killed: list[str]
+    exit_codes: dict[str, int | None]
+    processes: int
+    launches: int
+    held: list[str]
+
+    def save(self, folder: Path, stream: list[Event]) -> None:
+        data = dataclasses.asdict(self)
+        data["windows"]["restores"] = [
+            [killed, ready, sorted(ids)] for killed, ready, ids in self.windows.restores
+        ]
+        (folder / "run.json").write_text(json.dumps(data, indent=1))
+        with open(folder / "events.jsonl", "w") as out:
+            for event in stream:
+                out.write(event.model_dump_json() + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> tuple[RunRecord, list[Event]]:
+        data = json.loads((folder / "run.json").read_text())
+        w = data["windows"]
+        data["windows"] = checks.Faults(
+            nats_down=[tuple(x) for x in w["nats_down"]],
+            coordinator_kills=w["coordinator_kills"],
+            coordinator_starts=w["coordinator_starts"],
+            stalls=[tuple(x) for x in w["stalls"]],
+            process_ends=w["process_ends"],
+            process_pids={int(k): v for k, v in w["process_pids"].items()},
+            restores=[(k, r, frozenset(ids)) for k, r, ids in w["restores"]],
+        )
+        data["ttl"] = tuple(data["ttl"])
+        data["unexpected_exits"] = [tuple(x) for x in data["unexpected_exits"]]
+        lines = (folder / "events.jsonl").read_text().splitlines()
+        return cls(**data), [Event.model_validate_json(line) for line in lines if line]
+
+
+@dataclass
+class Report:
+    record: RunRecord
+    folder: Path
     results: list[checks.Check] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)
     numbers: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -861,18 +937,20 @@ class Report:
     def ok(self) -> bool:
         return self.violations == 0
 
-    def analyse(
-        self, chaos: Chaos, stream: list[Event], held: list[str], exit_code: int | None
-    ) -> None:
-        assert chaos.clients is not None and chaos.coordinator is not None
-        faults = chaos.faults.windows
-        clients = chaos.clients
-        faults.process_ends.update(clients.ended)
+    @classmethod
+    def of(cls, record: RunRecord, folder: Path, stream: list[Event]) -> Report:
+        report = cls(record, folder)
+        report.analyse(stream)
+        return report
+
+    def analyse(self, stream: list[Event]) -> None:
+        record = self.record
+        faults = record.windows
         grants, client_counts, pids = load_client_logs(self.folder)
         faults.process_pids.update(pids)
         stream = [e for e in stream if not e.names or any(n.startswith(NAMESPACE) for n in e.names)]
         ends = checks.end_times(stream)
-        final = self.checked_at
+        final = record.checked_at
         over, peaks = checks.over_grants(grants, LIMITS, ends, faults, final)
         self.results.append(over)
         self.results.append(checks.reported_over_grants(stream, NAMESPACE))
@@ -884,42 +962,28 @@ class Report:
         self.results.append(checks.fencing(grants, stream, faults, NAMESPACE))
         self.results.append(checks.forgotten_at_restart(grants, ends, faults))
         lost, lost_counts = checks.lost_leases(
-            grants, stream, held, faults, final, frozenset({RATE_NAME}), self.config.ttl[1]
+            grants, stream, record.held, faults, final, frozenset({RATE_NAME}), record.ttl[1]
         )
         self.results.append(lost)
         crashes = checks.Check("coordinator exits not caused by the script")
-        for at, code in chaos.coordinator.unexpected_exits:
+        for at, code in record.unexpected_exits:
             crashes.fail(f"exited with {code} at {at:.3f}")
-        if exit_code != 0:
-            crashes.fail(f"the final clean stop (SIGTERM) exited with {exit_code}")
+        if record.final_exit_code != 0:
+            crashes.fail(f"the final clean stop (SIGTERM) exited with {record.final_exit_code}")
         self.results.append(crashes)
-        tracebacks = coordinator_log_problems(chaos.coordinator.log_path)
-        self.results.append(tracebacks)
+        self.results.append(coordinator_log_problems(self.folder / "coordinator.log"))
         silent = checks.Check("coordinator silent on malformed input")
         for key in ("unanswered", "unreadable_reply", "ping_after_unanswered"):
-            for _ in range(chaos.faults.spray[key]):
+            for _ in range(record.spray.get(key, 0)):
                 silent.fail(key)
         self.results.append(silent)
         client_deaths = checks.Check("client processes that died by themselves")
-        for name, code in sorted(clients.exit_codes.items()):
-            if name not in clients.killed and code != 0:
+        for name, code in sorted(record.exit_codes.items()):
+            if name not in record.killed and code != 0:
                 client_deaths.fail(f"{name} exited with {code}")
         self.results.append(client_deaths)
-        self._numbers(chaos, grants, stream, client_counts, peaks, lost_counts, held)
-
-    def _numbers(
-        self,
-        chaos: Chaos,
-        grants: list[checks.Grant],
-        stream: list[Event],
-        client_counts: Counter[str],
-        peaks: dict[str, int],
-        lost_counts: dict[str, int],
-        held: list[str],
-    ) -> None:
         concurrency = [g for g in grants if g.mode == "concurrency"]
         outcomes = Counter(g.outcome or "none (process killed)" for g in concurrency)
-        kinds = Counter(e.kind for e in stream)
         self.numbers = {
             "grants_seen": len(grants),
             "concurrency_grants": len(concurrency),
@@ -927,31 +991,31 @@ class Report:
             "occupy_2_grants": sum(1 for g in concurrency if g.occupy > 1),
             "rate_grants": len(grants) - len(concurrency),
             "release_outcomes": dict(outcomes),
-            "lost_under_holder_by_fault": dict(lost_causes(concurrency, chaos.faults.windows)),
+            "lost_under_holder_by_fault": dict(lost_causes(concurrency, faults)),
             "client_failures": dict(client_counts),
-            "events": dict(kinds),
+            "events": dict(Counter(e.kind for e in stream)),
             "peaks": peaks,
             "lost": lost_counts,
-            "held_at_end": len(held),
-            "faults": dict(chaos.faults.counts),
-            "spray": dict(chaos.faults.spray),
-            "processes": sum(chaos.clients.generations.values()) if chaos.clients else 0,
-            "coordinator_launches": chaos.coordinator.launches if chaos.coordinator else 0,
+            "held_at_end": len(record.held),
+            "faults": record.fault_counts,
+            "spray": record.spray,
+            "processes": record.processes,
+            "coordinator_launches": record.launches,
         }
 
-    def render(self, fault_lines: list[str]) -> str:
+    def render(self) -> str:
         n = self.numbers
-        c = self.config
+        c = self.record
         out = [
             f"chaos run: {c.seconds:g} s of workload, seed {c.seed}, {c.clients} client processes "
             f"x {c.tasks} tasks, TTLs {c.ttl[0]:g}-{c.ttl[1]:g} s; limits "
             + ", ".join(f"{k} {v}" for k, v in LIMITS.items())
             + f", {RATE_NAME} {RATE_LIMIT} at {RATE_PER_SECOND:g}/s",
             f"faults injected: {sum(n['faults'].values())} ("
-            + ", ".join(f"{k} {n['faults'].get(k, 0)}" for k in c.faults)
+            + ", ".join(f"{k} {n['faults'].get(k, 0)}" for k in c.fault_kinds)
             + ")",
         ]
-        out += [f"  {line}" for line in fault_lines]
+        out += [f"  {line}" for line in c.fault_lines]
         spray = n["spray"]
         codes = ", ".join(f"{k[5:]} {v}" for k, v in sorted(spray.items()) if k.startswith("code:"))
         out.append(
@@ -1078,7 +1142,7 @@ def coordinator_log_problems(path: Path) -> checks.Check:
 # --- entry -----------------------------------------------------------------------------------
 
 
-async def run_chaos(config: Config) -> tuple[Report, list[str]]:
+async def run_chaos(config: Config) -> Report:
     folder = Path(config.keep) if config.keep else Path(tempfile.mkdtemp(prefix="gcl-chaos-"))
     folder.mkdir(parents=True, exist_ok=True)
     chaos = Chaos(config, folder)
@@ -1088,7 +1152,13 @@ async def run_chaos(config: Config) -> tuple[Report, list[str]]:
         chaos.close()
     if config.keep is None and report.ok:
         shutil.rmtree(folder, ignore_errors=True)
-    return report, chaos.faults.lines
+    return report
+
+
+def analyse_folder(folder: Path) -> Report:
+    """Check a kept run again (after changing a check, say)."""
+    record, stream = RunRecord.load(folder)
+    return Report.of(record, folder, stream)
 
 
 def main() -> None:
@@ -1100,7 +1170,12 @@ def main() -> None:
     parser.add_argument("--faults", default=",".join(FAULT_KINDS), help="fault kinds to inject")
     parser.add_argument("--gap", default="5,12", help="seconds between faults: MIN,MAX")
     parser.add_argument("--keep", type=Path, default=None, help="keep the work folder here")
+    parser.add_argument("--analyse", type=Path, default=None, help="check a kept run again")
     args = parser.parse_args()
+    if args.analyse is not None:
+        report = analyse_folder(args.analyse)
+        print(report.render())
+        sys.exit(0 if report.ok else 1)
     faults = tuple(f for f in args.faults.split(",") if f)
     unknown = set(faults) - set(FAULT_KINDS)
     if unknown:
@@ -1119,8 +1194,8 @@ def main() -> None:
         keep=args.keep,
     )
     started = time.monotonic()
-    report, fault_lines = asyncio.run(run_chaos(config))
-    print(report.render(fault_lines))
+    report = asyncio.run(run_chaos(config))
+    print(report.render())
     print(f"took {time.monotonic() - started:.0f} s in all")
     if not report.ok:
         print(f"work folder kept: {report.folder}")

@@ -430,11 +430,12 @@ def forgotten_at_restart(grants: Iterable[Grant], ends: dict[str, float], faults
     Certainly live at the kill: a client saw it granted (so its grant was committed) before the
     kill, had not begun to release it, and its TTL had not run out since the grant (with no
     revoke, only its holder's release or its expiry, never before `granted_at + ttl`, end it).
-    It must be among the leases the restarted coordinator lists as soon as it serves, or have
-    ended after that (released in between). This reads the coordinator's state, not events,
-    so no outage excuses it."""
+    It must be among the leases the restarted coordinator listed when it first answered us,
+    or the new coordinator must have ended it (an end event after the kill, or a release it
+    confirmed: the old one was dead by then) before that listing. This reads the coordinator's
+    state and answers, so no event outage excuses it."""
     check = Check("leases forgotten by a coordinator restart")
-    for killed, ready, restored in faults.restores:
+    for killed, _ready, restored in faults.restores:
         for grant in grants:
             if grant.mode != "concurrency" or grant.granted_at >= killed:
                 continue
@@ -442,8 +443,10 @@ def forgotten_at_restart(grants: Iterable[Grant], ends: dict[str, float], faults
                 continue
             if grant.granted_at + grant.ttl - CLOCK_SLACK <= killed:
                 continue
-            if grant.lease_id in restored or ends.get(grant.lease_id, 0.0) >= ready:
-                continue
+            if grant.lease_id in restored or ends.get(grant.lease_id, 0.0) >= killed:
+                continue  # listed, or ended since by the new coordinator, which so had it
+            if grant.confirmed and grant.t_rel is not None and grant.t_rel > killed:
+                continue  # the new coordinator released it: it had it
             check.fail(
                 f"{grant.lease_id} ({grant.names}) granted at {grant.granted_at:.3f}, live at "
                 f"the kill at {killed:.3f}, not restored"

@@ -74,8 +74,8 @@ async def test_a_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
         keep=tmp_path / "chaos",
         first_fault_after=1.0,
     )
-    report, faults = await chaos.run_chaos(config)
-    rendered = report.render(faults)
+    report = await chaos.run_chaos(config)
+    rendered = report.render()
     assert report.ok, rendered
     assert set(report.numbers["faults"]) == set(chaos.FAULT_KINDS), rendered
     assert report.numbers["concurrency_grants"] >= 30, rendered
@@ -197,7 +197,7 @@ def test_fencing_finds_duplicates_disorder_and_mismatches() -> None:
 
 
 def test_a_lease_live_at_a_kill_must_be_restored() -> None:
-    live = _grant("live", ["chaos.a"], 10.0, 14.0, ttl=5.0)  # held across the kill at 12
+    live = _grant("live", ["chaos.a"], 10.0, 14.0, ttl=5.0, outcome="unreachable")  # across 12
     expirable = _grant("old", ["chaos.a"], 5.0, 14.0, ttl=2.0)  # may have expired by 12
     releasing = _grant("gone", ["chaos.a"], 10.0, 11.5)  # its release began before the kill
     grants = [live, expirable, releasing]
@@ -207,7 +207,10 @@ def test_a_lease_live_at_a_kill_must_be_restored() -> None:
     faults = Faults(restores=[(12.0, 12.5, frozenset({"live"}))])
     assert forgotten_at_restart(grants, {}, faults).violations == 0
     faults = Faults(restores=[(12.0, 12.5, frozenset())])
-    assert forgotten_at_restart(grants, {"live": 12.6}, faults).violations == 0  # ended since
+    assert forgotten_at_restart(grants, {"live": 12.3}, faults).violations == 0  # ended since
+    assert forgotten_at_restart(grants, {"live": 11.9}, faults).violations == 1
+    released_by_the_new_one = _grant("live", ["chaos.a"], 10.0, 12.2, ttl=5.0)
+    assert forgotten_at_restart([released_by_the_new_one], {}, faults).violations == 0
 
 
 def test_lost_leases_are_told_from_events_lost_in_an_outage() -> None:
