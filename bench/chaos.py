@@ -591,10 +591,15 @@ class Chaos:
     async def db_stall(self, admin: AsyncAdminClient) -> None:
         seconds = self.rng.uniform(*self.config.stall)
         start = time.time()
-        locked, unlocked = await asyncio.to_thread(self._stall, seconds)
+        stalled = asyncio.ensure_future(asyncio.to_thread(self._stall, seconds))
+        slowest = await _probe(admin, stalled)  # a ping waits for no commit: how slow is it?
+        locked, unlocked = await stalled
         self.faults.windows.stalls.append((locked, unlocked))
         self.faults.note(
-            "db_stall", start, f"BEGIN IMMEDIATE held {unlocked - locked:.2f}s by another process"
+            "db_stall",
+            start,
+            f"BEGIN IMMEDIATE held {unlocked - locked:.2f}s by another process; "
+            f"slowest ping meanwhile {slowest:.2f}s",
         )
 
     def _stall(self, seconds: float) -> tuple[float, float]:
@@ -767,6 +772,19 @@ class Chaos:
                 self.coordinator.stop()
         with contextlib.suppress(Exception):
             self.nats.stop()
+
+
+async def _probe(admin: AsyncAdminClient, until: asyncio.Future[Any]) -> float:
+    """Ping the coordinator back to back until `until` is done; the slowest answer (a ping
+    that is not answered at all counts as its timeout)."""
+    slowest = 0.0
+    while not until.done():
+        asked = time.monotonic()
+        with contextlib.suppress(GCLError):
+            await admin.ping()
+        slowest = max(slowest, time.monotonic() - asked)
+        await asyncio.sleep(0.02)
+    return slowest
 
 
 async def _sleep_until(monotonic: float) -> None:
