@@ -75,6 +75,7 @@ from nats.errors import TimeoutError as NatsTimeout  # noqa: E402
 
 from bench import chaos_checks as checks  # noqa: E402
 from gcl.coordinator.nats_server import NatsServer  # noqa: E402
+from gcl.coordinator.nats_server import _die_with_parent as die_with_parent  # noqa: E402
 from gcl.protocol import OPERATIONS, RELEASE, Event, HeldLease, Subjects  # noqa: E402
 from gcl.sdk.admin import AsyncAdminClient  # noqa: E402
 from gcl.sdk.client import AsyncClient  # noqa: E402
@@ -137,6 +138,7 @@ class ClientJob:
     seed: int
     ttl: tuple[float, float]
     hold_max: float
+    parent: int  # the chaos process: if it dies, stop
 
     @property
     def name(self) -> str:
@@ -176,7 +178,11 @@ class _Ctx:
     settings: ClientSettings
 
     def stopping(self) -> bool:
-        return os.path.exists(self.job.stop_path) or time.time() > self.job.hard_stop
+        return (
+            os.path.exists(self.job.stop_path)
+            or time.time() > self.job.hard_stop
+            or os.getppid() != self.job.parent
+        )
 
 
 async def _client(job: ClientJob) -> None:
@@ -366,6 +372,7 @@ class CoordinatorProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
+                preexec_fn=die_with_parent,  # a killed chaos run leaves no coordinator behind
             )
         self.launches += 1
 
@@ -442,6 +449,7 @@ class ClientProcesses:
             seed=self.config.seed * 1000 + slot * 50 + generation,
             ttl=self.config.ttl,
             hold_max=self.config.hold_max,
+            parent=os.getpid(),
         )
         process = self.mp.Process(target=run_client, args=(job,), name=job.name)
         process.start()
@@ -1162,6 +1170,8 @@ def coordinator_log_problems(path: Path) -> checks.Check:
 
 async def run_chaos(config: Config) -> Report:
     folder = Path(config.keep) if config.keep else Path(tempfile.mkdtemp(prefix="gcl-chaos-"))
+    if folder.exists() and any(folder.iterdir()):
+        raise ValueError(f"{folder} is not empty: a run needs a folder of its own")
     folder.mkdir(parents=True, exist_ok=True)
     chaos = Chaos(config, folder)
     try:
@@ -1200,6 +1210,8 @@ def main() -> None:
         parser.error(f"unknown fault kinds {sorted(unknown)}: choose from {', '.join(FAULT_KINDS)}")
     if not 5 <= args.seconds <= 3_600 or not 1 <= args.clients <= 16 or not 1 <= args.tasks <= 32:
         parser.error("--seconds 5..3600, --clients 1..16, --tasks 1..32")
+    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
+        parser.error(f"--keep {args.keep}: the folder is not empty")
     low, high = (float(x) for x in args.gap.split(","))
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     config = Config(
