@@ -102,8 +102,6 @@ STOP_GRACE = 45.0  # for client processes to finish their current operation afte
 READY_TIMEOUT = 60.0  # spawned processes import gcl on a loaded 2-core machine
 COORDINATOR_READY = 30.0
 
-log = logging.getLogger("gcl.chaos")
-
 
 @dataclass(frozen=True)
 class Config:
