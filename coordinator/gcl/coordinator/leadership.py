@@ -7,7 +7,8 @@ the lock session and watches its NATS connection, and calls `on_lost` when eithe
 gone too long. The service then stops serving at once and exits non-zero, for its supervisor
 to restart it as a standby.
 
-SQLite has no election: its file lock allows one coordinator, which leads from the start.
+SQLite has no election: its file lock allows one coordinator, which leads from the start and,
+with no standby to hand over to, rides out a NATS outage instead of stepping down.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class Leadership:
             if self.lock is not None and not await self._heartbeat():
                 on_lost("lost the leader lock (its database session ended or stalled)")
                 return
-            if connected():
+            if connected() or self.lock is None:  # SQLite: no standby could serve instead
                 offline_since = None
             elif offline_since is None:
                 offline_since = time.monotonic()
