@@ -101,6 +101,7 @@ class Coordinator:
         self.engine = Engine(self.clock, settings.keepalive_seconds, settings.bounds())
         self.store = Store(settings.db_url, settings.sqlite_synchronous)
         self.subjects = Subjects(settings.prefix)
+        self._release_subject = self.subjects.op(ops.RELEASE.name)
         self.id = uuid.uuid4().hex[:12]
         self.started_at = 0.0
         self.nc: NATS | None = None
@@ -433,6 +434,8 @@ class Coordinator:
             self.unanswerable += 1
             return
         operation, actor = self._route(msg.subject)
+        if operation == ops.ACQUIRE.name:
+            await self._releases_first()
         payload, at_once = self._step(operation, msg.data, msg.reply, actor)
         if at_once and self.nc is not None:
             await _publish(self.nc, msg.reply, payload)
@@ -450,6 +453,24 @@ class Coordinator:
             # a time (coordinator CPU per acquire+release nearly doubled at 32 clients).
             self._handled = 0
             await asyncio.sleep(0)
+
+    async def _releases_first(self) -> None:
+        """Handle the releases already received before this acquire.
+
+        nats-py hands each subscription's messages to a task of its own, so a release and the
+        acquire its client sent right after it (one connection: NATS keeps their order) may be
+        taken up in either order. A worker sends its release without waiting for the reply and
+        then acquires again: the acquire must see the slots that release freed (a
+        `timeout_seconds=0` try would fail otherwise)."""
+        sub = self._subs.get(self._release_subject)
+        queue = getattr(sub, "_pending_queue", None)  # nats-py's own: no public way to peek
+        while queue is not None and sub is not None and not queue.empty():
+            msg = queue.get_nowait()
+            sub._pending_size -= len(msg.data)
+            try:
+                await self._on_message(msg)
+            finally:
+                queue.task_done()
 
     def _route(self, subject: str) -> tuple[str, str | None]:
         """The operation, and for `{prefix}.admin.{op}.{user}` the user NATS let send it."""
