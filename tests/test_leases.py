@@ -29,6 +29,7 @@ async def test_renewal_survives_a_body_that_blocks_the_event_loop(
         async with client.concurrency("gpu", lease_ttl=1) as lease:
             time.sleep(3.5)  # on purpose: a body that blocks the event loop for > 3 TTLs
             assert not lease.lost
+        await client.flush_releases()  # the exit sends the release; this waits for its reply
         assert (await admin.get_limit("gpu")).limit.held == 0
 
 

@@ -145,3 +145,29 @@ async def test_a_release_queued_behind_a_busy_one_is_handled_before_the_next_acq
     go.set()
     await client.flush_releases()
     assert (await admin.get_limit("behind:two")).limit.held == 0
+
+
+async def test_a_block_after_a_block_pays_one_commit(
+    coordinator: Coordinator, client: AsyncClient, admin: AsyncAdminClient
+) -> None:
+    """A release's commit waits (QUIET_COMMIT_DELAY) for the next grant's, and rides it: a
+    loop of blocks costs about one commit per block, not two in a row."""
+    await admin.create_limit("behind:commits", 5)
+    async with client.concurrency("behind:commits"):
+        pass
+    await client.flush_releases()
+    apply = coordinator.store.apply
+    commits = 0
+
+    def counted(batch: Any) -> Any:
+        nonlocal commits
+        commits += 1
+        return apply(batch)
+
+    coordinator.store.apply = counted  # type: ignore[method-assign]
+    for _ in range(50):
+        async with client.concurrency("behind:commits"):
+            pass
+    await client.flush_releases()
+    assert commits < 75, commits  # 100 without the delay; slack for a slow host
+    assert (await admin.get_limit("behind:commits")).limit.held == 0
