@@ -534,15 +534,21 @@ class AsyncClient:
             log.debug("release of %s not sent at once: %s", held.lease_id, exc)
             self._replies.pop(token, None)
             reply.set_result(b"")  # read as "nobody answered": retried
-        task = asyncio.ensure_future(self._confirm(rpc, lease, held, reply, token))
+        known_lost = lease.lost  # what the exit saw (and raised)
+        task = asyncio.ensure_future(self._confirm(rpc, lease, held, reply, token, known_lost))
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
         return task
 
     async def _confirm(
-        self, rpc: Rpc, lease: Lease, held: HeldLease, reply: asyncio.Future[bytes], token: str
+        self,
+        rpc: Rpc,
+        lease: Lease,
+        held: HeldLease,
+        reply: asyncio.Future[bytes],
+        token: str,
+        known_lost: bool,
     ) -> None:
-        known_lost = lease.lost
         try:
             data = await asyncio.wait_for(
                 asyncio.shield(reply), timeout=self.settings.attempt_timeout
