@@ -13,6 +13,7 @@ import textwrap
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from nats.aio.msg import Msg
 
 from gcl.coordinator.nats_server import NatsServer
@@ -171,3 +172,20 @@ async def test_a_block_after_a_block_pays_one_commit(
     await client.flush_releases()
     assert commits < 75, commits  # 100 without the delay; slack for a slow host
     assert (await admin.get_limit("behind:commits")).limit.held == 0
+
+
+async def test_a_loss_found_only_by_the_release_is_logged_and_counted(
+    client: AsyncClient, admin: AsyncAdminClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The trade-off: a loss the client had not heard of before the exit cannot raise there
+    any more (the exit does not wait for the release's answer); it is logged and counted."""
+    await admin.create_limit("behind:late", 1)
+    async with client.concurrency("behind:late", lease_ttl=60) as lease:
+        assert lease.lease_id is not None
+        del client._leases[lease.lease_id]  # the pushed loss notice finds nothing: not heard
+        await admin.revoke_lease(lease.lease_id)
+        await asyncio.sleep(0.1)
+        assert not lease.lost
+    await client.flush_releases()
+    assert lease.lost and client.late_losses == 1
+    assert "found only by its release" in caplog.text
