@@ -129,6 +129,7 @@ def test_sync_api_holds_and_releases(
         with gcl_sync.concurrency("db") as lease:
             assert admin.get_limit("db").limit.held == 1
             assert lease.fencing_token == admin.get_limit("db").limit.fencing_token
+        gcl_sync.get_client().flush_releases()  # the exit sent the release; wait for its reply
         assert admin.get_limit("db").limit.held == 0
         gcl_sync.rate_limit("api", occupy=2)
         assert admin.get_limit("api").limit.occupied > 0
