@@ -84,6 +84,9 @@ async def run(
         # An acquire plus a release is two round trips: how far above that floor we are.
         floor = 2 * metrics["nats_rtt_p50_ms"]
         metrics["uncontended_p50_over_2_rtt_ratio"] = metrics["uncontended_p50_ms"] / floor
+        # Since the release is sent behind the block (issue #13), a block is one round trip.
+        one = metrics["nats_rtt_p50_ms"]
+        metrics["uncontended_p50_over_1_rtt_ratio"] = metrics["uncontended_p50_ms"] / one
     return metrics
 
 

@@ -24,6 +24,7 @@ EXPECTED = [
     "uncontended_p99_ms",
     "uncontended_max_ms",
     "uncontended_p50_over_2_rtt_ratio",
+    "uncontended_p50_over_1_rtt_ratio",
     *(
         f"throughput_{n}_{kind}_{figure}"
         for n, kind in ((1, "free"), (8, "free"), (8, "busy"), (32, "free"), (32, "busy"))

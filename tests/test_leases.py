@@ -29,6 +29,7 @@ async def test_renewal_survives_a_body_that_blocks_the_event_loop(
         async with client.concurrency("gpu", lease_ttl=1) as lease:
             time.sleep(3.5)  # on purpose: a body that blocks the event loop for > 3 TTLs
             assert not lease.lost
+        await client.flush_releases()  # the exit sends the release; this waits for its reply
         assert (await admin.get_limit("gpu")).limit.held == 0
 
 
@@ -128,6 +129,7 @@ def test_sync_api_holds_and_releases(
         with gcl_sync.concurrency("db") as lease:
             assert admin.get_limit("db").limit.held == 1
             assert lease.fencing_token == admin.get_limit("db").limit.fencing_token
+        gcl_sync.get_client().flush_releases()  # the exit sent the release; wait for its reply
         assert admin.get_limit("db").limit.held == 0
         gcl_sync.rate_limit("api", occupy=2)
         assert admin.get_limit("api").limit.occupied > 0

@@ -224,7 +224,9 @@ async def test_another_client_cannot_renew_or_release_a_victims_lease(
             await asyncio.sleep(2.5)  # past one TTL: the victim's own renewals kept it
             listed = await operator.list_leases("gpu")
             assert [x.lease_id for x in listed] == [lease.lease_id]
+        await victim.flush_releases()  # the exit sent the release; wait for its reply
         assert not lease.lost  # the block exited normally, and its release succeeded
+        assert victim.release_failures == victim.late_losses == 0
     assert await operator.list_leases("gpu") == []
 
 

@@ -89,6 +89,11 @@ _PAGED = (LimitGetRequest, LimitListRequest, LeaseListRequest)  # listings: page
 _LEASE_STEPS = frozenset({ops.RENEW.name, ops.RELEASE.name})
 DROP_LOG_SECONDS = 10.0  # at most one warning about dropped messages this often
 YIELD_EVERY = 32  # messages handled back to back before yielding to the loop, if more wait
+# How long changes that reveal nothing (releases, renewals) may wait to share the next commit.
+# Their replies already left; a crash in this window brings a released lease back until its
+# ttl, exactly as a crash before their commit always could. A worker's next acquire usually
+# comes within it, so its block pays one commit (one fsync) instead of two in a row.
+QUIET_COMMIT_DELAY = 0.01
 STOP_SECONDS = 7.0  # stop() returns within this, whatever NATS and the database do
 
 
@@ -101,12 +106,14 @@ class Coordinator:
         self.engine = Engine(self.clock, settings.keepalive_seconds, settings.bounds())
         self.store = Store(settings.db_url, settings.sqlite_synchronous)
         self.subjects = Subjects(settings.prefix)
+        self._release_subject = self.subjects.op(ops.RELEASE.name)
         self.id = uuid.uuid4().hex[:12]
         self.started_at = 0.0
         self.nc: NATS | None = None
         self._outbox = Changes()
         self._replies: list[tuple[str, bytes]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._reveal = asyncio.Event()  # wakes a flusher holding back a commit that reveals nothing
         self._inflight: Changes | None = None  # the batch being committed
         self._store_thread: StoreThread | None = None
         # The store's health: when the oldest uncommitted change was made (monotonic), for the
@@ -435,6 +442,8 @@ class Coordinator:
             self.stats.rejected[msg.subject[len(self.settings.prefix) + 1 :], "no_reply"] += 1
             return
         operation, actor = self._route(msg.subject)
+        if operation == ops.ACQUIRE.name:
+            await self._releases_first()
         payload, at_once = self._step(operation, msg.data, msg.reply, actor)
         if at_once and self.nc is not None:
             await _publish(self.nc, msg.reply, payload)
@@ -452,6 +461,24 @@ class Coordinator:
             # a time (coordinator CPU per acquire+release nearly doubled at 32 clients).
             self._handled = 0
             await asyncio.sleep(0)
+
+    async def _releases_first(self) -> None:
+        """Handle the releases already received before this acquire.
+
+        nats-py hands each subscription's messages to a task of its own, so a release and the
+        acquire its client sent right after it (one connection: NATS keeps their order) may be
+        taken up in either order. A worker sends its release without waiting for the reply and
+        then acquires again: the acquire must see the slots that release freed (a
+        `timeout_seconds=0` try would fail otherwise)."""
+        sub = self._subs.get(self._release_subject)
+        queue = getattr(sub, "_pending_queue", None)  # nats-py's own: no public way to peek
+        while queue is not None and sub is not None and not queue.empty():
+            msg = queue.get_nowait()
+            sub._pending_size -= len(msg.data)
+            try:
+                await self._on_message(msg)
+            finally:
+                queue.task_done()
 
     def _route(self, subject: str) -> tuple[str, str | None]:
         """The operation, and for `{prefix}.admin.{op}.{user}` the user NATS let send it."""
@@ -616,6 +643,21 @@ class Coordinator:
         """Make sure the one flusher runs: it alone sends, so messages leave in order."""
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        elif self._reveals():
+            self._reveal.set()
+
+    def _reveals(self) -> bool:
+        """Whether what waits to be committed has someone waiting on it: a reply, a notice, a
+        grant (else it is releases, renewals, their limits' snapshots and events, which may
+        wait a little: nobody is told anything that depends on them)."""
+        outbox = self._outbox
+        return bool(
+            self._replies
+            or outbox.notices
+            or outbox.leases_added
+            or self._stopping
+            or not self.leading
+        )
 
     def _take_replies(self) -> list[tuple[str, bytes]]:
         replies, self._replies = self._replies, []
@@ -623,6 +665,10 @@ class Coordinator:
 
     async def _flush(self) -> None:
         while self._outbox or self._replies:
+            if not self._reveals():
+                self._reveal.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._reveal.wait(), QUIET_COMMIT_DELAY)
             batch, replies = self._outbox, self._take_replies()
             self._outbox = Changes()
             if batch.durable:

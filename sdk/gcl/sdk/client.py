@@ -6,6 +6,11 @@ the coordinator it is still alive and tells the client if the coordinator restar
 simply asks again: requests are idempotent by `request_id`). After a second of waiting, and
 every ten seconds after, it asks the coordinator why it waits and says so (`gcl.sdk.waiting`).
 
+A block's exit does not wait for its release: the release is sent at once, on the same
+connection as (so before) this client's next request, and confirmed in the background
+(retrying across a failover). `aclose`/`close`, the end of `asyncio.run` and, for the sync
+client, interpreter exit flush the releases still unconfirmed.
+
 Loss is pushed too: if a lease ends without its holder asking (revoked, its limit deleted,
 expired), the coordinator tells the same inbox at once, and the lease is marked lost (and its
 block cancelled, with `cancel_on_lost`) without waiting for the next renewal.
@@ -14,6 +19,7 @@ block cancelled, with `cancel_on_lost`) without waiting for the next renewal.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import itertools
 import logging
@@ -64,7 +70,7 @@ from gcl.sdk.leases import Lease
 from gcl.sdk.loop_thread import LoopThread
 from gcl.sdk.renewer import renewer_for
 from gcl.sdk.settings import ClientSettings
-from gcl.sdk.transport import Rpc, connect
+from gcl.sdk.transport import Rpc, connect, decode
 from gcl.sdk.waiting import OnWait, Waiting
 
 log = logging.getLogger("gcl.sdk")
@@ -99,6 +105,14 @@ class AsyncClient:
         self._leases: weakref.WeakValueDictionary[str, Lease] = weakref.WeakValueDictionary()
         self._lost_hooks: dict[str, OnLost] = {}
         self._lock = asyncio.Lock()
+        # Releases sent and not yet confirmed: their reply futures (by token) and tasks.
+        self._replies_root: str | None = None
+        self._replies_sub: Subscription | None = None
+        self._replies: dict[str, asyncio.Future[bytes]] = {}
+        self._tokens = itertools.count(1)
+        self._releasing: set[asyncio.Task[None]] = set()
+        self.release_failures = 0  # releases never confirmed (their slots free at their ttl)
+        self.late_losses = 0  # leases found lost only by their (background) release
 
     async def __aenter__(self) -> AsyncClient:
         await self._ready()
@@ -108,10 +122,12 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
+        await self.flush_releases()
+        for sub in (self._sub, self._replies_sub):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        self._sub = self._replies_sub = None
         if self._nc is not None and self._owns_nc and not self._nc.is_closed:
             with contextlib.suppress(Exception):  # NATS died: nothing left to say goodbye to
                 await self._nc.close()
@@ -124,8 +140,18 @@ class AsyncClient:
                     self._nc = await connect(self.settings, "gcl-client")
                 self._inbox = self._nc.new_inbox()
                 self._sub = await self._nc.subscribe(self._inbox, cb=self._on_notice)
+                self._replies_root = self._nc.new_inbox()
+                self._replies_sub = await self._nc.subscribe(
+                    self._replies_root + ".*", cb=self._on_reply
+                )
                 self._rpc = Rpc(self._nc, self.settings)
             return self._rpc
+
+    async def _on_reply(self, msg: Msg) -> None:
+        """The reply to a release sent in the background (empty: NATS found no responder)."""
+        future = self._replies.pop(msg.subject.rpartition(".")[2], None)
+        if future is not None and not future.done():
+            future.set_result(bytes(msg.data))
 
     async def _on_notice(self, msg: Msg) -> None:
         try:
@@ -225,8 +251,8 @@ class AsyncClient:
             inside = False
             self._lost_hooks.pop(key, None)
             renewer.untrack(lease)
-            await asyncio.shield(self.release(lease))
-        if lease.lost:
+            await asyncio.shield(self._release_soon(lease))  # sent, not awaited
+        if lease.lost:  # known before the exit: pushed, or a renewal was refused
             raise _lost(lease)
 
     async def rate_limit(
@@ -474,29 +500,102 @@ class AsyncClient:
             await rpc.call(WAIT_WITHDRAW, withdraw)
 
     async def release(self, lease: Lease) -> None:
-        """Give the slots back. Raises LeaseLost if the lease had already ended."""
+        """Give the slots back and wait for the coordinator to confirm it. A lease that had
+        already ended is marked lost (`lease.lost`)."""
+        task = await self._release_soon(lease)
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def flush_releases(self, timeout: float = 5.0) -> None:
+        """Wait (at most `timeout` seconds) for the releases still unconfirmed."""
+        if self._releasing:
+            await asyncio.wait(set(self._releasing), timeout=timeout)
+
+    async def _release_soon(self, lease: Lease) -> asyncio.Task[None] | None:
+        """Send the release now, confirm it in the background: the task that confirms it.
+
+        The request is queued on this client's connection before this returns, so it reaches
+        the coordinator before any later request of this client (NATS keeps a connection's
+        order, and the coordinator handles a release queued before an acquire first)."""
         if lease.info is None or lease.info.mode != "concurrency":
-            return
+            return None
         rpc = await self._ready()
         held = HeldLease(lease_id=lease.info.lease_id, secret=lease.secret)
+        reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        token = str(next(self._tokens))
+        self._replies[token] = reply
+        try:
+            await rpc.nc.publish(
+                rpc.subjects.op(RELEASE.name),
+                held.model_dump_json().encode(),
+                reply=f"{self._replies_root}.{token}",
+            )
+        except Exception as exc:  # connection closed or reconnecting: the retries take over
+            log.debug("release of %s not sent at once: %s", held.lease_id, exc)
+            self._replies.pop(token, None)
+            reply.set_result(b"")  # read as "nobody answered": retried
+        known_lost = lease.lost  # what the exit saw (and raised)
+        task = asyncio.ensure_future(self._confirm(rpc, lease, held, reply, token, known_lost))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+        return task
+
+    async def _confirm(
+        self,
+        rpc: Rpc,
+        lease: Lease,
+        held: HeldLease,
+        reply: asyncio.Future[bytes],
+        token: str,
+        known_lost: bool,
+    ) -> None:
+        try:
+            data = await asyncio.wait_for(
+                asyncio.shield(reply), timeout=self.settings.attempt_timeout
+            )
+            if not data:
+                raise CoordinatorUnavailable("no coordinator is listening")
+            result = decode(data, RELEASE.result)
+            if not result.released:  # ended already: not by us
+                self._lost_late(lease, "it was already released when its block ended", known_lost)
+            return
+        except LeaseLost as exc:
+            self._lost_late(lease, str(exc), known_lost)
+            return
+        except LeaseNotFound:
+            log.warning("lease %s was unknown to the coordinator at release", held.lease_id)
+            return
+        except (CoordinatorUnavailable, TimeoutError):
+            pass  # retried below
+        except asyncio.CancelledError:
+            # Only the loop's end cancels this (asyncio.run cancels every task left): make sure
+            # the release at least left on the socket, then stop.
+            await _push_out(rpc.nc)
+            raise
+        finally:
+            self._replies.pop(token, None)
+        await self._retry_release(rpc, lease, held, known_lost)
+
+    async def _retry_release(
+        self, rpc: Rpc, lease: Lease, held: HeldLease, known_lost: bool
+    ) -> None:
+        """The first try went unanswered: retry it (idempotent) across a failover."""
+        assert lease.info is not None
         give_up = time.monotonic() + self.settings.unavailable_timeout
         delay = 0.05
-        for attempt in itertools.count():
+        while True:
             try:
-                result = await rpc.call(RELEASE, held, timeout=self.settings.attempt_timeout)
-                if not result.released and attempt == 0:  # ended already: not by us
-                    lease.mark_lost("it was already released when its block ended")
-                return
+                await rpc.call(RELEASE, held, timeout=self.settings.attempt_timeout)
+                return  # a retry: our first try may have landed, so `released` says nothing
             except LeaseLost as exc:
-                lease.mark_lost(str(exc))
+                self._lost_late(lease, str(exc), known_lost)
                 return
-            except LeaseNotFound:
-                if attempt == 0:  # on a retry: our first try landed, or a new leader forgot it
-                    log.warning("lease %s was unknown to the coordinator at release", held.lease_id)
+            except LeaseNotFound:  # our first try landed, or a new leader forgot it
                 return
             except CoordinatorUnavailable as exc:
                 # The leader may be failing over: the next one has the lease and frees it.
                 if time.monotonic() + delay > give_up:
+                    self.release_failures += 1
                     log.error(
                         "could not release lease %s (%s): its slots free when its ttl of %gs "
                         "runs out",
@@ -507,6 +606,34 @@ class AsyncClient:
                     return
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, RETRY_CAP_SECONDS)
+
+    def _lost_late(self, lease: Lease, reason: str, known_lost: bool) -> None:
+        """The release found the lease already ended. Known at the exit: `LeaseLost` was
+        raised there. Learnt only now, after the block returned: a log line and a count."""
+        if not lease.mark_lost(reason) or known_lost:
+            return
+        self.late_losses += 1
+        log.error(
+            "lease %s on %s had been lost before its block ended (%s), found only by its "
+            "release after the block returned: another holder may have had the slots",
+            lease.lease_id,
+            lease.names,
+            reason,
+        )
+
+
+async def _push_out(nc: NATS) -> None:
+    """Write what the connection still holds to its socket, now: at the end of `asyncio.run`
+    nats-py's own flusher task is cancelled along with ours."""
+    pending = getattr(nc, "_pending", None)
+    transport = getattr(nc, "_transport", None)
+    if not pending or transport is None or not nc.is_connected:
+        return
+    with contextlib.suppress(Exception):
+        transport.writelines(pending[:])
+        nc._pending = []
+        nc._pending_data_size = 0
+        await asyncio.wait_for(transport.drain(), 1.0)
 
 
 class Client:
@@ -522,6 +649,8 @@ class Client:
         self.settings = settings or ClientSettings()
         self._thread = LoopThread("gcl-client")
         self._async = AsyncClient(self.settings, label=label, worker_id=worker_id)
+        # A script that ends right after a block must not leave its release unsent.
+        atexit.register(_flush_at_exit, weakref.ref(self))
 
     def __enter__(self) -> Client:
         return self
@@ -568,8 +697,8 @@ class Client:
             yield lease
         finally:
             renewer.untrack(lease)
-            self._thread.run(self._async.release(lease))
-        if lease.lost:
+            self._thread.run(self._async._release_soon(lease))  # sent, confirmed meanwhile
+        if lease.lost:  # known before the exit: pushed, or a renewal was refused
             raise _lost(lease)
 
     def rate_limit(
@@ -615,6 +744,26 @@ class Client:
 
     def release(self, lease: Lease) -> None:
         self._thread.run(self._async.release(lease))
+
+    def flush_releases(self, timeout: float = 5.0) -> None:
+        """Wait (at most `timeout` seconds) for the releases still unconfirmed."""
+        if self._thread.loop.is_running():
+            self._thread.run(self._async.flush_releases(timeout), timeout=timeout + 1)
+
+    @property
+    def release_failures(self) -> int:
+        return self._async.release_failures
+
+    @property
+    def late_losses(self) -> int:
+        return self._async.late_losses
+
+
+def _flush_at_exit(ref: weakref.ref[Client]) -> None:
+    client = ref()
+    if client is not None:
+        with contextlib.suppress(Exception):
+            client.flush_releases()
 
 
 def _listed(names: Names) -> list[str]:
