@@ -87,6 +87,7 @@ SLOW_COMMIT_SECONDS = 1.0  # a commit slower than this is logged
 _REVEAL_NOTHING = frozenset({ops.RENEW.name, ops.RELEASE.name, ops.PING.name})
 _PAGED = (LimitGetRequest, LimitListRequest, LeaseListRequest)  # listings: page size `limit`
 _LEASE_STEPS = frozenset({ops.RENEW.name, ops.RELEASE.name})
+_IN_ORDER = frozenset({ops.ACQUIRE.name, ops.RENEW.name, ops.RELEASE.name})
 DROP_LOG_SECONDS = 10.0  # at most one warning about dropped messages this often
 YIELD_EVERY = 32  # messages handled back to back before yielding to the loop, if more wait
 # How long changes that reveal nothing (releases, renewals) may wait to share the next commit.
@@ -106,7 +107,6 @@ class Coordinator:
         self.engine = Engine(self.clock, settings.keepalive_seconds, settings.bounds())
         self.store = Store(settings.db_url, settings.sqlite_synchronous)
         self.subjects = Subjects(settings.prefix)
-        self._release_subject = self.subjects.op(ops.RELEASE.name)
         self.id = uuid.uuid4().hex[:12]
         self.started_at = 0.0
         self.nc: NATS | None = None
@@ -229,6 +229,8 @@ class Coordinator:
         self.started_at = self.clock.wall()
         for operation in self._handlers:
             messages, size = self._backlog(operation)
+            if operation in _IN_ORDER:
+                continue  # below: one subscription for all of them
             subjects = [self.subjects.op(operation)]
             if ops.BY_NAME[operation].admin:  # `{op}.{user}`: the sender's NATS identity
                 subjects.append(subjects[0] + ".*")
@@ -239,6 +241,16 @@ class Coordinator:
                     pending_msgs_limit=messages,
                     pending_bytes_limit=size,
                 )
+        # acquire, renew and release on ONE subscription (`{prefix}.*` matches exactly the
+        # one-token subjects): nats-py runs each subscription on a task of its own, so on
+        # separate ones a worker's release (sent without waiting for its reply) could be
+        # handled after the acquire it sent next on the same connection. One subscription
+        # keeps NATS's per-connection order.
+        messages, size = self._backlog(ops.ACQUIRE.name)
+        in_order = self.subjects.op("*")
+        self._subs[in_order] = await self.nc.subscribe(
+            in_order, cb=self._on_message, pending_msgs_limit=messages, pending_bytes_limit=size
+        )
         self._emit_started(len(limits), len(self.engine.leases))
         self.leadership.watch(lambda: self.nc is not None and self.nc.is_connected, self._step_down)
         self._reschedule()
@@ -442,8 +454,6 @@ class Coordinator:
             self.stats.rejected[msg.subject[len(self.settings.prefix) + 1 :], "no_reply"] += 1
             return
         operation, actor = self._route(msg.subject)
-        if operation == ops.ACQUIRE.name:
-            await self._releases_first()
         payload, at_once = self._step(operation, msg.data, msg.reply, actor)
         if at_once and self.nc is not None:
             await _publish(self.nc, msg.reply, payload)
@@ -452,7 +462,7 @@ class Coordinator:
         self._kick()
         self._reschedule()
         self._handled += 1
-        sub = self._subs.get(msg.subject)
+        sub = self._subs.get(msg.subject) or self._subs.get(self.subjects.op("*"))
         if self._handled >= YIELD_EVERY and sub is not None and sub.pending_msgs:
             # A run of messages without a pause, and more queued: let the socket reader and the
             # other subjects have a turn. Without it a backlog was handled in one go, NATS's
@@ -461,24 +471,6 @@ class Coordinator:
             # a time (coordinator CPU per acquire+release nearly doubled at 32 clients).
             self._handled = 0
             await asyncio.sleep(0)
-
-    async def _releases_first(self) -> None:
-        """Handle the releases already received before this acquire.
-
-        nats-py hands each subscription's messages to a task of its own, so a release and the
-        acquire its client sent right after it (one connection: NATS keeps their order) may be
-        taken up in either order. A worker sends its release without waiting for the reply and
-        then acquires again: the acquire must see the slots that release freed (a
-        `timeout_seconds=0` try would fail otherwise)."""
-        sub = self._subs.get(self._release_subject)
-        queue = getattr(sub, "_pending_queue", None)  # nats-py's own: no public way to peek
-        while queue is not None and sub is not None and not queue.empty():
-            msg = queue.get_nowait()
-            sub._pending_size -= len(msg.data)
-            try:
-                await self._on_message(msg)
-            finally:
-                queue.task_done()
 
     def _route(self, subject: str) -> tuple[str, str | None]:
         """The operation, and for `{prefix}.admin.{op}.{user}` the user NATS let send it."""
@@ -498,6 +490,8 @@ class Coordinator:
         if refused is not None:
             return refused, at_once
         try:
+            if operation not in self._handlers:  # `{prefix}.*` also catches unknown subjects
+                raise Refusal("invalid_request", f"no operation {operation[:60]!r} on this prefix")
             request_type, handler = self._handlers[operation]
             request = _parse(request_type, data)
             if isinstance(request, AcquireRequest):
