@@ -38,6 +38,7 @@ from gcl.sdk import (
     NatsSettings,
     PermissionDenied,
 )
+from gcl.sdk.discovery import credential_file
 from gcl.sdk.events import events
 from gcl.sdk.transport import Rpc
 from tests.support.secure import PREFIX, Secured, secured_coordinator_fixture, secured_fixture
@@ -361,3 +362,28 @@ async def test_auth_init_credentials_work_against_its_configuration(tmp_path: Pa
             await coordinator.stop()
     finally:
         server.stop()
+
+
+async def test_the_cli_takes_a_credential_file_and_a_role_by_flag(
+    secured: Secured, operator: AsyncAdminClient, tmp_path: Path
+):
+    import os
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GCL_DATA_DIR": str(tmp_path / "none")}
+    env.pop("GCL_NATS_CREDENTIALS", None)
+
+    def gcl(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "gcl.cli", "--nats", secured.url, *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+    observer = str(credential_file("observer", secured.folder))
+    worker = str(credential_file("worker", secured.folder))
+    listed = await asyncio.to_thread(gcl, "--credentials", observer, "ls", "--json")
+    assert listed.returncode == 0 and '"gpu"' in listed.stdout, listed.stderr
+    refused = await asyncio.to_thread(gcl, "--credentials", worker, "delete", "gpu", "--yes")
+    assert refused.returncode == 1 and "another gcl role" in refused.stderr
+    missing = await asyncio.to_thread(gcl, "--credentials", str(tmp_path / "nope.env"), "ls")
+    assert missing.returncode == 1 and "nope.env" in missing.stderr

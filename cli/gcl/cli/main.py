@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -43,9 +44,30 @@ EXIT_INTERRUPTED = 130
     show_default=True,
     help="Subject prefix, to run several deployments on one NATS [env GCL_PREFIX]",
 )
+@click.option(
+    "--credentials",
+    type=click.Path(exists=True, dir_okay=False, readable=True),
+    default=None,
+    metavar="FILE",
+    help="A role's credential file from `gcl auth init` [env GCL_NATS_CREDENTIALS; else the "
+    "role's own from `gcl up` in ./.gcl]",
+)
+@click.option(
+    "--role",
+    type=click.Choice(["operator", "observer", "worker", "coordinator"]),
+    default=None,
+    help="Which of `gcl up`'s credentials to use, instead of the command's own choice "
+    "[env GCL_NATS_ROLE]",
+)
 @click.version_option(VERSION, prog_name="gcl")
 @click.pass_context
-def cli(ctx: click.Context, nats_url: str | None, prefix: str) -> None:
+def cli(
+    ctx: click.Context,
+    nats_url: str | None,
+    prefix: str,
+    credentials: str | None,
+    role: str | None,
+) -> None:
     """gcl: global concurrency limits for Python workers, coordinated over NATS.
 
     \b
@@ -68,11 +90,20 @@ def cli(ctx: click.Context, nats_url: str | None, prefix: str) -> None:
                   2 unreachable: NATS, or no coordinator answers;
                   3 storage: the database cannot be opened or keeps failing (serve/up),
                     or the coordinator reports its database unhealthy (ping);
-                  130 interrupted (Ctrl-C in a command, a second stop signal to serve/up).
+                  4 (serve) another coordinator took the lead: restart it, as a standby;
+                75 (run, acquire) the slots could not be had; gcl run otherwise exits
+                  with its command's status;
+                130 interrupted (Ctrl-C in a command, a second stop signal to serve/up).
     """
     ctx.ensure_object(dict)
     ctx.obj["nats_url"] = resolve_nats_url(nats_url)
     ctx.obj["prefix"] = prefix
+    # Flags become the environment every settings object (and child process) of this command
+    # reads, so one place decides the credential for all of them.
+    if credentials is not None:
+        os.environ["GCL_NATS_CREDENTIALS"] = credentials
+    if role is not None:
+        os.environ["GCL_NATS_ROLE"] = role
 
 
 @click.command(short_help="Check that a coordinator answers and commits (health checks).")
