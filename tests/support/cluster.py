@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from gcl.coordinator.nats_auth import write_private
-from gcl.coordinator.nats_server import HOST, free_port, nats_server_binary, port_in_use
+from gcl.coordinator.nats_server import (
+    HOST,
+    _die_with_parent,
+    free_port,
+    nats_server_binary,
+    port_in_use,
+)
 
 
 class ClusterNode:
@@ -41,7 +47,14 @@ class ClusterNode:
         if config is not None:
             args += ["-c", str(write_private(self.folder / "nats-server.conf", config))]
         log = open(self.folder / "nats-server.log", "ab")  # noqa: SIM115 - the child owns it
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        # Its own session, and SIGTERM if the test process dies: a node never outlives its run.
+        self.process = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         log.close()
 
     def listening(self) -> bool:
@@ -81,6 +94,13 @@ class NatsCluster:
         return ",".join(node.url for node in self.nodes)
 
     def start(self, timeout: float = 20.0) -> NatsCluster:
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()  # whatever failed, no node is left running
+            raise
+
+    def _start(self, timeout: float) -> NatsCluster:
         for node in self.nodes:
             node.start(self.config)
         deadline = time.monotonic() + timeout
