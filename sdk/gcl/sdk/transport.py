@@ -97,19 +97,21 @@ class Rpc:
     async def call(
         self, operation: Operation[Req, Res], request: Req, timeout: float | None = None
     ) -> Res:
-        name = operation.name
-        if operation.admin and self.settings.identity:
-            name = f"{name}.{self.settings.identity}"  # NATS lets a user send only as itself
-        data = await self.raw(name, request.model_dump_json().encode(), timeout)
+        data = await self.raw(self._name(operation), request.model_dump_json().encode(), timeout)
         return decode(data, operation.result)
+
+    def _name(self, operation: Operation[Req, Res]) -> str:
+        """The subject suffix: admin operations carry the sender's NATS user, which NATS lets
+        a user publish only as itself, so the coordinator learns who asked."""
+        if operation.admin and self.settings.identity:
+            return f"{operation.name}.{self.settings.identity}"
+        return operation.name
 
     async def gather(
         self, operation: Operation[Req, Res], request: Req, window: float = 0.5
     ) -> list[Res]:
         """Every answer that arrives within `window` (operations that all coordinators answer)."""
-        name = operation.name
-        if operation.admin and self.settings.identity:
-            name = f"{name}.{self.settings.identity}"
+        name = self._name(operation)
         inbox = self.nc.new_inbox()
         answers: list[bytes] = []
 
