@@ -482,9 +482,9 @@ class SerialIds:
     def reset(self) -> None:
         self.count = 0
 
-    def uuid4(self) -> uuid.UUID:
+    def __call__(self) -> str:
         self.count += 1
-        return uuid.UUID(int=self.count)
+        return uuid.UUID(int=self.count).hex
 
 
 SERIAL_IDS = SerialIds()
@@ -511,5 +511,5 @@ EngineMachine.TestCase.settings = settings(
 
 def test_engine_state_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     """Derandomized, so the run is the same each time (a failure reproduces exactly)."""
-    monkeypatch.setattr(engine_module, "uuid", SERIAL_IDS)
+    monkeypatch.setattr(engine_module, "new_lease_id", SERIAL_IDS)
     EngineMachine.TestCase().runTest()

@@ -114,7 +114,10 @@ async def test_a_flood_is_dropped_and_counted_while_workers_carry_on(
             if flooder.poll() is None:
                 flooder.kill()
                 flooder.wait(10)
-        assert len(renewals) >= 5, "the flood ended before the holder could renew"
+        # Each renewal waits behind the flood (0.3-1.5 s on a loaded 2-vCPU host), so how many
+        # fit in the flood's 4 s varies: two show renewals answered while it ran (five once
+        # failed on a busy host, before and after the same code).
+        assert len(renewals) >= 2, "the flood ended before the holder could renew"
         assert max(renewals) < 5.0  # every renewal answered while the flood ran
         await other.release(granted)
         await holder.release(lease)

@@ -15,7 +15,8 @@ from gcl.protocol import Event, LostNotice, WaitNotice
 
 @dataclass
 class Changes:
-    limits: dict[str, Limit | None] = field(default_factory=dict)  # snapshots; None: deleted
+    # the live limits a step changed (None: deleted), snapshotted by `freeze` at hand-off
+    limits: dict[str, Limit | None] = field(default_factory=dict)
     leases_added: dict[str, Lease] = field(default_factory=dict)
     leases_removed: set[str] = field(default_factory=set)
     events: list[Event] = field(default_factory=list)
@@ -39,6 +40,12 @@ class Changes:
         """A lease added and removed before any commit never needs to touch the disk."""
         if self.leases_added.pop(lease_id, None) is None:
             self.leases_removed.add(lease_id)
+
+    def freeze(self) -> None:
+        """Snapshot the limits when the batch is handed to a commit: the live objects keep
+        changing while it waits its turn. Once per limit per batch, not once per step (a busy
+        limit changes at every grant and release)."""
+        self.limits = {n: None if v is None else v.snapshot() for n, v in self.limits.items()}
 
     def merge(self, later: Changes) -> None:
         self.limits.update(later.limits)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 import hmac
-import uuid
+import secrets
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
@@ -23,9 +23,11 @@ from gcl.coordinator.leases import Lease, secret_digest
 from gcl.coordinator.limits import Limit
 from gcl.coordinator.paging import Cursors
 from gcl.coordinator.ranked import Ranked
+from gcl.coordinator.trusted import built
 from gcl.coordinator.waiters import Waiter, WaitQueues
 from gcl.protocol import (
     DEFAULT_PAGE,
+    PROTOCOL_VERSION,
     AcquireRequest,
     AcquireResult,
     Event,
@@ -324,8 +326,15 @@ class Engine:
         )
 
     def _granted(self, request_id: str, lease: Lease, missing: list[str]) -> AcquireResult:
-        info = lease.info(self.clock.now())
-        return AcquireResult(status="granted", request_id=request_id, lease=info, missing=missing)
+        return built(
+            AcquireResult,
+            status="granted",
+            request_id=request_id,
+            lease=lease.info(self.clock.now()),
+            missing=missing,
+            positions={},
+            keepalive_seconds=0.0,
+        )
 
     def _keep_waiting(self, waiter: Waiter, now: float) -> None:
         """Push the deadline on; its heap entry (made at enqueue) is moved when it comes due."""
@@ -339,7 +348,7 @@ class Engine:
             tokens[name] = limit.fencing_token
             self._dirty(limit)
         lease = Lease(
-            lease_id=uuid.uuid4().hex,
+            lease_id=new_lease_id(),
             request_id=request.request_id,
             names=names,
             occupy=request.occupy,
@@ -476,14 +485,14 @@ class Engine:
                 "lease_id",
             )
         lease.renew(self.clock.now())  # its one heap entry moves on when it comes due
-        return RenewResult(lease_id=lease_id, expires_in=lease.ttl)
+        return built(RenewResult, lease_id=lease_id, expires_in=lease.ttl)
 
     def release(self, lease_id: str, secret: str) -> ReleaseResult:
         if self._ended.get(lease_id, ("", ""))[0] == "lease.released":
             return ReleaseResult(lease_id=lease_id, released=False)
         lease = self._owned(lease_id, secret)
         self._end_lease(lease, "lease.released", "released by its holder")
-        return ReleaseResult(lease_id=lease_id, released=True)
+        return built(ReleaseResult, lease_id=lease_id, released=True)
 
     def revoke(self, lease_id: str) -> None:
         lease = self.leases.get(lease_id)
@@ -901,7 +910,7 @@ class Engine:
     # --- bookkeeping ------------------------------------------------------------------------
 
     def _dirty(self, limit: Limit) -> None:
-        self.changes.put_limit(limit.name, limit.snapshot())
+        self.changes.put_limit(limit.name, limit)  # the service snapshots it at hand-off
 
     def _emit(
         self,
@@ -920,7 +929,9 @@ class Engine:
                 self.limits[n].info(now, self.queues.depth(n)) for n in names if n in self.limits
             ]
         self.changes.events.append(
-            Event.model_construct(  # trusted values (kind is typed): skip re-validation
+            built(  # trusted values (kind is typed): skip re-validation
+                Event,
+                v=PROTOCOL_VERSION,
                 kind=kind,
                 at=self.clock.wall(),
                 names=list(names),
@@ -929,6 +940,7 @@ class Engine:
                 holder=lease.holder if lease else holder,
                 occupy=lease.occupy if lease else None,
                 reason=reason,
+                actor=None,
                 long_lived=True if lease and lease.long_lived else None,
                 limits=limits,
             )
@@ -937,6 +949,11 @@ class Engine:
 
 HolderKey = tuple[str, str, int]
 Keyed = tuple[int, Lease]  # a lease with its arrival key (its place in grant order)
+
+
+def new_lease_id() -> str:
+    """128 random bits in hex: the shape of `uuid4().hex`, at a third of its cost."""
+    return secrets.token_hex(16)
 
 
 def _lease_id(lease: Lease) -> str:

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 
+from gcl.coordinator.trusted import built
 from gcl.protocol import Holder, LeaseInfo, Mode
 
 
@@ -41,7 +42,8 @@ class Lease:
         self.expires_at = now + self.ttl
 
     def info(self, now: float) -> LeaseInfo:
-        return LeaseInfo.model_construct(  # trusted state: no re-validation
+        return built(  # trusted state: no re-validation
+            LeaseInfo,
             lease_id=self.lease_id,
             request_id=self.request_id,
             names=list(self.names),

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from gcl.coordinator.trusted import built
 from gcl.protocol import LimitInfo
 
 EPSILON = 1e-9
@@ -35,7 +35,7 @@ class Limit:
 
     def snapshot(self) -> Limit:
         """A copy to commit: the live object keeps changing while the commit waits its turn."""
-        return copy.copy(self)
+        return replace(self)
 
     def level(self, now: float) -> float:
         """Slots still taken by past rate grants, draining at `slot_decay_per_second`."""
@@ -84,7 +84,8 @@ class Limit:
     def info(self, now: float, waiters: int) -> LimitInfo:
         avg = self.hold_seconds_total / self.hold_count if self.hold_count else 0.0
         # built from trusted state on every event: skip re-validation (a profile hot spot)
-        return LimitInfo.model_construct(
+        return built(
+            LimitInfo,
             name=self.name,
             limit=self.limit,
             active=self.active,

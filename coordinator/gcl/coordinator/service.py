@@ -113,7 +113,7 @@ class Coordinator:
         self._outbox = Changes()
         self._replies: list[tuple[str, bytes]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._reveal = asyncio.Event()  # wakes a flusher holding back a commit that reveals nothing
+        self._reveal: asyncio.Future[None] | None = None  # wakes a flusher holding a quiet batch
         self._inflight: Changes | None = None  # the batch being committed
         self._store_thread: StoreThread | None = None
         # The store's health: when the oldest uncommitted change was made (monotonic), for the
@@ -637,8 +637,8 @@ class Coordinator:
         """Make sure the one flusher runs: it alone sends, so messages leave in order."""
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        elif self._reveals():
-            self._reveal.set()
+        elif self._reveal is not None and not self._reveal.done() and self._reveals():
+            self._reveal.set_result(None)
 
     def _reveals(self) -> bool:
         """Whether what waits to be committed has someone waiting on it: a reply, a notice, a
@@ -660,11 +660,10 @@ class Coordinator:
     async def _flush(self) -> None:
         while self._outbox or self._replies:
             if not self._reveals():
-                self._reveal.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._reveal.wait(), QUIET_COMMIT_DELAY)
+                await self._hold_quiet()
             batch, replies = self._outbox, self._take_replies()
             self._outbox = Changes()
+            batch.freeze()
             if batch.durable:
                 self._inflight, self._inflight_since = batch, self._dirty_since
                 self._dirty_since = None
@@ -674,6 +673,18 @@ class Coordinator:
                     self._failed.set()
                     return
             await self._send(batch, replies)
+
+    async def _hold_quiet(self) -> None:
+        """Wait up to QUIET_COMMIT_DELAY for something that reveals (a plain future and one
+        timer: `wait_for` on an Event made a task per wait, per release at one client)."""
+        loop = asyncio.get_running_loop()
+        self._reveal = woken = loop.create_future()
+        timer = loop.call_later(QUIET_COMMIT_DELAY, _settle, woken)
+        try:
+            await woken
+        finally:
+            timer.cancel()
+            self._reveal = None
 
     async def _commit(self, batch: Changes) -> bool:
         """Commit on the store thread, retrying with back-off for db_retry_seconds."""
@@ -685,12 +696,12 @@ class Coordinator:
         try:
             while True:
                 attempt = self._store_thread.run(self.store.apply, batch)
-                try:
-                    left = max(0.0, deadline - time.monotonic())
-                    await asyncio.wait({attempt}, timeout=left)
-                finally:
-                    if not attempt.done():  # given up on, or the flusher was cancelled:
-                        attempt.cancel()  # the thread's late result is then dropped
+                left = max(0.0, deadline - time.monotonic())
+                # Awaited directly under one timer: a deadline or the flusher's cancellation
+                # cancels `attempt`, and the thread's late result is then dropped.
+                with contextlib.suppress(TimeoutError, Exception):
+                    async with asyncio.timeout(left):
+                        await attempt
                 if attempt.cancelled():
                     # It never returned (a lock held past the deadline, a connection cut
                     # without a reset, a hung disk): give up as for failures; the store thread
@@ -824,6 +835,11 @@ class Coordinator:
         self._absorb(self.engine.take_changes())
         self._kick()
         self._reschedule()
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _first_line(exc: BaseException) -> str:
