@@ -21,14 +21,13 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import json
 import logging
 import math
+import os
 import random
 import re
 import secrets
 import time
-import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from functools import partial
@@ -78,6 +77,7 @@ from gcl.sdk.waiting import OnWait, Waiting
 
 log = logging.getLogger("gcl.sdk")
 RETRY_CAP_SECONDS = 0.25  # between tries of an acquire nobody answers (jittered)
+MAX_TEMPLATES = 256  # acquire requests' shapes kept validated, per client
 Names = str | Sequence[str]
 OnLost = Callable[[Lease], None]
 _warned_missing: set[str] = set()
@@ -108,6 +108,7 @@ class AsyncClient:
         self._leases: weakref.WeakValueDictionary[str, Lease] = weakref.WeakValueDictionary()
         self._lost_hooks: dict[str, OnLost] = {}
         self._lock = asyncio.Lock()
+        self._templates: dict[_Shape, _Template] = {}  # acquire requests by shape
         # Releases sent and not yet answered, by reply token in the order sent (so the first
         # is the first to time out); those being retried; the task that times them out.
         self._unconfirmed: dict[str, _Release] = {}
@@ -296,14 +297,14 @@ class AsyncClient:
         listed = _listed(names)
         _check_input(listed, occupy, timeout_seconds)  # before any network
         rpc = await self._ready()  # first: the request names our inbox for the grant notice
-        request = self._request(
+        request, payload = self._request(
             listed, occupy, timeout_seconds, strict, lease_ttl, label, mode, long_lived
         )
         deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
         future: asyncio.Future[WaitNotice] = asyncio.get_running_loop().create_future()
         self._waiting[request.request_id] = future
         try:
-            result = await self._ask(rpc, request, deadline)
+            result = await self._ask(rpc, request, payload, deadline)
             if result.status == "granted":
                 return self._granted(request, result.lease, result.missing)
             return await self._wait(
@@ -326,29 +327,56 @@ class AsyncClient:
         label: str | None,
         mode: Mode,
         long_lived: bool = False,
-    ) -> AcquireRequest:
-        """The wire request; the model's own checks are the last line of defence."""
+    ) -> tuple[AcquireRequest, bytes]:
+        """The wire request and its JSON, with a fresh id and secret. The rest is validated by
+        the model once per shape of request (the model's own checks are the last line of
+        defence) and kept as a template."""
+        shape = (
+            tuple(names),
+            occupy,
+            mode,
+            long_lived,
+            lease_ttl if lease_ttl is not None else self.settings.lease_ttl,
+            timeout_seconds != 0,
+            strict,
+            label if label is not None else self.label,
+            self.worker_id,
+            os.getpid(),  # the holder's pid: a forked child is another holder
+            self._inbox,
+        )
+        template = self._templates.get(shape)
+        if template is None:
+            template = self._template(shape)
+        return template.fill(secrets.token_hex(16), secrets.token_urlsafe(24))
+
+    def _template(self, shape: _Shape) -> _Template:
+        names, occupy, mode, long_lived, lease_ttl, wait, strict, label, worker, _, inbox = shape
         try:
-            return AcquireRequest(
-                request_id=uuid.uuid4().hex,
+            request = AcquireRequest(
+                request_id=secrets.token_hex(16),
                 secret=secrets.token_urlsafe(24),
-                names=names,
+                names=list(names),
                 occupy=occupy,
                 mode=mode,
                 long_lived=long_lived,
-                lease_ttl=lease_ttl if lease_ttl is not None else self.settings.lease_ttl,
-                wait=timeout_seconds != 0,
+                lease_ttl=lease_ttl,
+                wait=wait,
                 strict=strict,
-                holder=holder(label if label is not None else self.label, self.worker_id),
-                notify=self._inbox,
+                holder=holder(label, worker),
+                notify=inbox,
             )
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
+        if len(self._templates) >= MAX_TEMPLATES:
+            self._templates.clear()
+        template = self._templates[shape] = _Template(request)
+        return template
 
     async def _ask(
         self,
         rpc: Rpc,
         request: AcquireRequest,
+        payload: bytes,
         deadline: float | None,
     ) -> AcquireResult:
         """Send the acquire, retrying a silent coordinator for a while (it may be restarting)."""
@@ -358,7 +386,8 @@ class AsyncClient:
         delay = 0.05
         while True:
             try:
-                return await rpc.call(ACQUIRE, request, timeout=self.settings.attempt_timeout)
+                data = await rpc.raw(ACQUIRE.name, payload, timeout=self.settings.attempt_timeout)
+                return decode(data, ACQUIRE.result)
             except AcquireTimeout:
                 raise AcquireTimeout(
                     f"no free slots on {request.names} (timeout_seconds=0 tries once)"
@@ -536,7 +565,7 @@ class AsyncClient:
         """The reply to a release's first try (empty: NATS found no responder)."""
         if self._unconfirmed.pop(release.token, None) is None:
             return  # timed out meanwhile: its retry decides
-        if _confirmed(data):
+        if _confirmed(data, release.lease_id):
             release.settle()
             return
         rpc = self._rpc
@@ -554,8 +583,8 @@ class AsyncClient:
             if rpc is not None:
                 self._retry(rpc, release)
                 return
-        except GCLError as exc:  # an answer that is not a confirmed release: assume the worst
-            self._lost_late(release, f"its release was answered with an error: {exc}")
+        except (GCLError, ValueError) as exc:  # not a confirmed release: assume the worst
+            self._lost_late(release, f"its release had an answer that is not one: {exc}")
         release.settle()
 
     async def _expire(self, rpc: Rpc) -> None:
@@ -633,6 +662,32 @@ class AsyncClient:
         )
 
 
+_Shape = tuple[
+    tuple[str, ...], int, Mode, bool, float, bool, bool, str, str | None, int, str | None
+]
+
+
+class _Template:
+    """An acquire request validated once, for every request of its shape: a copy with a new
+    id and secret, and its JSON as the model writes it (both are quoted as they are, being
+    within the wire's rules: `secrets.token_hex` and `token_urlsafe` characters)."""
+
+    __slots__ = ("head", "middle", "request", "tail")
+
+    def __init__(self, request: AcquireRequest) -> None:
+        self.request = request
+        text = request.model_dump_json()
+        self.head, found, rest = text.partition(f'"{request.request_id}"')
+        self.middle, found_too, self.tail = rest.partition(f'"{request.secret}"')
+        if not (found and found_too):  # never, as the model writes JSON: still, never guess
+            raise InvalidRequest("cannot lay out this request's JSON")
+
+    def fill(self, request_id: str, secret: str) -> tuple[AcquireRequest, bytes]:
+        request = self.request.model_copy(update={"request_id": request_id, "secret": secret})
+        payload = f'{self.head}"{request_id}"{self.middle}"{secret}"{self.tail}'
+        return request, payload.encode()
+
+
 class _Release:
     """A release sent by a block's exit and not yet settled (confirmed, found lost, or given
     up after its retries)."""
@@ -675,17 +730,12 @@ def _held_json(lease_id: str, secret: str) -> bytes:
     return f'{{"v":{PROTOCOL_VERSION},"lease_id":"{lease_id}","secret":"{secret}"}}'.encode()
 
 
-def _confirmed(data: bytes) -> bool:
-    """A release's reply that says plainly "released": no model needed. Anything else (an
-    error, `released: false`, something unreadable) is read in full by `decode`."""
-    try:
-        reply = json.loads(data)
-    except ValueError:
-        return False
-    if type(reply) is not dict or reply.get("ok") is not True or reply.get("error") is not None:
-        return False
-    result = reply.get("result")
-    return type(result) is dict and result.get("released") is True
+def _confirmed(data: bytes, lease_id: str) -> bool:
+    """The reply that plainly says "released", byte for byte as the coordinator writes it: no
+    model needed. Anything else (an error, `released: false`, a reply written another way,
+    something unreadable) is read in full by `decode`."""
+    expected = f'{{"v":{PROTOCOL_VERSION},"ok":true,"result":{{"lease_id":"{lease_id}",'
+    return data == f'{expected}"released":true}}}}'.encode()
 
 
 async def _push_out(nc: NATS) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import re
@@ -18,7 +19,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import ConnectionClosedError, NoServersError
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, create_model
 
 from gcl.protocol import Reply, Subjects
 from gcl.protocol.operations import Operation, Req, Res
@@ -260,6 +261,25 @@ def _who(settings: NatsSettings) -> str:
 
 def decode(data: bytes, result: type[T]) -> T:
     """Unwrap a reply envelope: the result, or the typed exception for its error code."""
+    try:  # the common answer, a result, read in one pass
+        reply = _envelope(result).model_validate_json(data)
+    except ValidationError:
+        pass  # an error, or something malformed: read it step by step to say which
+    else:
+        if reply.ok and reply.error is None and isinstance(reply.result, result):
+            return reply.result
+    return _decode_steps(data, result)
+
+
+@functools.cache
+def _envelope(result: type[T]) -> type[Reply]:
+    """`Reply` with `result` typed, so a good answer is validated once (not a dict, then the
+    result model from that dict)."""
+    typed: Any = result | None
+    return create_model(f"{result.__name__}Reply", __base__=Reply, result=(typed, None))
+
+
+def _decode_steps(data: bytes, result: type[T]) -> T:
     try:
         reply = Reply.model_validate_json(data)
     except ValidationError as exc:
