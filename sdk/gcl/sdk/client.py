@@ -21,15 +21,16 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import itertools
 import logging
 import math
+import os
 import random
+import re
 import secrets
 import time
-import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from functools import partial
 from typing import Any, Literal
 
 from nats.aio.client import Client as NATS
@@ -40,6 +41,7 @@ from pydantic import TypeAdapter
 from gcl.protocol import (
     ACQUIRE,
     MAX_NAMES,
+    PROTOCOL_VERSION,
     RELEASE,
     WAIT_INSPECT,
     WAIT_KEEPALIVE,
@@ -75,6 +77,7 @@ from gcl.sdk.waiting import OnWait, Waiting
 
 log = logging.getLogger("gcl.sdk")
 RETRY_CAP_SECONDS = 0.25  # between tries of an acquire nobody answers (jittered)
+MAX_TEMPLATES = 256  # acquire requests' shapes kept validated, per client
 Names = str | Sequence[str]
 OnLost = Callable[[Lease], None]
 _warned_missing: set[str] = set()
@@ -105,12 +108,12 @@ class AsyncClient:
         self._leases: weakref.WeakValueDictionary[str, Lease] = weakref.WeakValueDictionary()
         self._lost_hooks: dict[str, OnLost] = {}
         self._lock = asyncio.Lock()
-        # Releases sent and not yet confirmed: their reply futures (by token) and tasks.
-        self._replies_root: str | None = None
-        self._replies_sub: Subscription | None = None
-        self._replies: dict[str, asyncio.Future[bytes]] = {}
-        self._tokens = itertools.count(1)
-        self._releasing: set[asyncio.Task[None]] = set()
+        self._templates: dict[_Shape, _Template] = {}  # acquire requests by shape
+        # Releases sent and not yet answered, by reply token in the order sent (so the first
+        # is the first to time out); those being retried; the task that times them out.
+        self._unconfirmed: dict[str, _Release] = {}
+        self._retrying: set[asyncio.Task[None]] = set()
+        self._expiry: asyncio.Task[None] | None = None
         self.release_failures = 0  # releases never confirmed (their slots free at their ttl)
         self.late_losses = 0  # leases found lost only by their (background) release
 
@@ -123,11 +126,12 @@ class AsyncClient:
 
     async def aclose(self) -> None:
         await self.flush_releases()
-        for sub in (self._sub, self._replies_sub):
-            if sub is not None:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
-        self._sub = self._replies_sub = None
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        self._sub = None
+        if self._rpc is not None:
+            await self._rpc.close()
         if self._nc is not None and self._owns_nc and not self._nc.is_closed:
             with contextlib.suppress(Exception):  # NATS died: nothing left to say goodbye to
                 await self._nc.close()
@@ -140,18 +144,8 @@ class AsyncClient:
                     self._nc = await connect(self.settings, "gcl-client")
                 self._inbox = self._nc.new_inbox()
                 self._sub = await self._nc.subscribe(self._inbox, cb=self._on_notice)
-                self._replies_root = self._nc.new_inbox()
-                self._replies_sub = await self._nc.subscribe(
-                    self._replies_root + ".*", cb=self._on_reply
-                )
                 self._rpc = Rpc(self._nc, self.settings)
             return self._rpc
-
-    async def _on_reply(self, msg: Msg) -> None:
-        """The reply to a release sent in the background (empty: NATS found no responder)."""
-        future = self._replies.pop(msg.subject.rpartition(".")[2], None)
-        if future is not None and not future.done():
-            future.set_result(bytes(msg.data))
 
     async def _on_notice(self, msg: Msg) -> None:
         try:
@@ -251,7 +245,7 @@ class AsyncClient:
             inside = False
             self._lost_hooks.pop(key, None)
             renewer.untrack(lease)
-            await asyncio.shield(self._release_soon(lease))  # sent, not awaited
+            await self._release_soon(lease)  # sent (queued before it could suspend), not awaited
         if lease.lost:  # known before the exit: pushed, or a renewal was refused
             raise _lost(lease)
 
@@ -303,14 +297,14 @@ class AsyncClient:
         listed = _listed(names)
         _check_input(listed, occupy, timeout_seconds)  # before any network
         rpc = await self._ready()  # first: the request names our inbox for the grant notice
-        request = self._request(
+        request, payload = self._request(
             listed, occupy, timeout_seconds, strict, lease_ttl, label, mode, long_lived
         )
         deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
         future: asyncio.Future[WaitNotice] = asyncio.get_running_loop().create_future()
         self._waiting[request.request_id] = future
         try:
-            result = await self._ask(rpc, request, deadline)
+            result = await self._ask(rpc, request, payload, deadline)
             if result.status == "granted":
                 return self._granted(request, result.lease, result.missing)
             return await self._wait(
@@ -333,29 +327,56 @@ class AsyncClient:
         label: str | None,
         mode: Mode,
         long_lived: bool = False,
-    ) -> AcquireRequest:
-        """The wire request; the model's own checks are the last line of defence."""
+    ) -> tuple[AcquireRequest, bytes]:
+        """The wire request and its JSON, with a fresh id and secret. The rest is validated by
+        the model once per shape of request (the model's own checks are the last line of
+        defence) and kept as a template."""
+        shape = (
+            tuple(names),
+            occupy,
+            mode,
+            long_lived,
+            lease_ttl if lease_ttl is not None else self.settings.lease_ttl,
+            timeout_seconds != 0,
+            strict,
+            label if label is not None else self.label,
+            self.worker_id,
+            os.getpid(),  # the holder's pid: a forked child is another holder
+            self._inbox,
+        )
+        template = self._templates.get(shape)
+        if template is None:
+            template = self._template(shape)
+        return template.fill(secrets.token_hex(16), secrets.token_urlsafe(24))
+
+    def _template(self, shape: _Shape) -> _Template:
+        names, occupy, mode, long_lived, lease_ttl, wait, strict, label, worker, _, inbox = shape
         try:
-            return AcquireRequest(
-                request_id=uuid.uuid4().hex,
+            request = AcquireRequest(
+                request_id=secrets.token_hex(16),
                 secret=secrets.token_urlsafe(24),
-                names=names,
+                names=list(names),
                 occupy=occupy,
                 mode=mode,
                 long_lived=long_lived,
-                lease_ttl=lease_ttl if lease_ttl is not None else self.settings.lease_ttl,
-                wait=timeout_seconds != 0,
+                lease_ttl=lease_ttl,
+                wait=wait,
                 strict=strict,
-                holder=holder(label if label is not None else self.label, self.worker_id),
-                notify=self._inbox,
+                holder=holder(label, worker),
+                notify=inbox,
             )
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
+        if len(self._templates) >= MAX_TEMPLATES:
+            self._templates.clear()
+        template = self._templates[shape] = _Template(request)
+        return template
 
     async def _ask(
         self,
         rpc: Rpc,
         request: AcquireRequest,
+        payload: bytes,
         deadline: float | None,
     ) -> AcquireResult:
         """Send the acquire, retrying a silent coordinator for a while (it may be restarting)."""
@@ -365,7 +386,8 @@ class AsyncClient:
         delay = 0.05
         while True:
             try:
-                return await rpc.call(ACQUIRE, request, timeout=self.settings.attempt_timeout)
+                data = await rpc.raw(ACQUIRE.name, payload, timeout=self.settings.attempt_timeout)
+                return decode(data, ACQUIRE.result)
             except AcquireTimeout:
                 raise AcquireTimeout(
                     f"no free slots on {request.names} (timeout_seconds=0 tries once)"
@@ -502,85 +524,102 @@ class AsyncClient:
     async def release(self, lease: Lease) -> None:
         """Give the slots back and wait for the coordinator to confirm it. A lease that had
         already ended is marked lost (`lease.lost`)."""
-        task = await self._release_soon(lease)
-        if task is not None:
-            await asyncio.shield(task)
+        release = await self._release_soon(lease)
+        if release is not None:
+            await asyncio.shield(release.settled())
 
     async def flush_releases(self, timeout: float = 5.0) -> None:
         """Wait (at most `timeout` seconds) for the releases still unconfirmed."""
-        if self._releasing:
-            await asyncio.wait(set(self._releasing), timeout=timeout)
+        waits: list[asyncio.Future[Any]] = [r.settled() for r in self._unconfirmed.values()]
+        waits.extend(self._retrying)
+        if waits:
+            await asyncio.wait(waits, timeout=timeout)
 
-    async def _release_soon(self, lease: Lease) -> asyncio.Task[None] | None:
-        """Send the release now, confirm it in the background: the task that confirms it.
+    async def _release_soon(self, lease: Lease) -> _Release | None:
+        """Send the release now and confirm it in the background, with no task of its own:
+        its reply is read by a callback, and `_expire` retries it if none comes in time.
 
-        The request is queued on this client's connection before this returns, so it reaches
-        the coordinator before any later request of this client (NATS keeps a connection's
-        order, and the coordinator handles a release queued before an acquire first)."""
+        The request is queued on this client's connection before this returns (or could
+        suspend), so it reaches the coordinator before any later request of this client (NATS
+        keeps a connection's order, and the coordinator handles a release queued before an
+        acquire first); sent right before the next acquire, both leave in one write."""
         if lease.info is None or lease.info.mode != "concurrency":
             return None
-        rpc = await self._ready()
-        held = HeldLease(lease_id=lease.info.lease_id, secret=lease.secret)
-        reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        token = str(next(self._tokens))
-        self._replies[token] = reply
+        rpc = self._rpc or await self._ready()
+        deadline = time.monotonic() + self.settings.attempt_timeout
+        release = _Release(lease, lease.info.lease_id, deadline, known_lost=lease.lost)
         try:
-            await rpc.nc.publish(
-                rpc.subjects.op(RELEASE.name),
-                held.model_dump_json().encode(),
-                reply=f"{self._replies_root}.{token}",
-            )
+            payload = _held_json(release.lease_id, lease.secret)
+            subject = rpc.subjects.op(RELEASE.name)
+            release.token = await rpc.post(subject, payload, partial(self._answered, release))
         except Exception as exc:  # connection closed or reconnecting: the retries take over
-            log.debug("release of %s not sent at once: %s", held.lease_id, exc)
-            self._replies.pop(token, None)
-            reply.set_result(b"")  # read as "nobody answered": retried
-        known_lost = lease.lost  # what the exit saw (and raised)
-        task = asyncio.ensure_future(self._confirm(rpc, lease, held, reply, token, known_lost))
-        self._releasing.add(task)
-        task.add_done_callback(self._releasing.discard)
-        return task
+            log.debug("release of %s not sent at once: %s", release.lease_id, exc)
+            self._retry(rpc, release)
+            return release
+        self._unconfirmed[release.token] = release
+        if self._expiry is None or self._expiry.done():
+            self._expiry = asyncio.ensure_future(self._expire(rpc))
+        return release
 
-    async def _confirm(
-        self,
-        rpc: Rpc,
-        lease: Lease,
-        held: HeldLease,
-        reply: asyncio.Future[bytes],
-        token: str,
-        known_lost: bool,
-    ) -> None:
+    def _answered(self, release: _Release, data: bytes) -> None:
+        """The reply to a release's first try (empty: NATS found no responder)."""
+        if self._unconfirmed.pop(release.token, None) is None:
+            return  # timed out meanwhile: its retry decides
+        if _confirmed(data, release.lease_id):
+            release.settle()
+            return
+        rpc = self._rpc
         try:
-            data = await asyncio.wait_for(
-                asyncio.shield(reply), timeout=self.settings.attempt_timeout
-            )
             if not data:
                 raise CoordinatorUnavailable("no coordinator is listening")
             result = decode(data, RELEASE.result)
             if not result.released:  # ended already: not by us
-                self._lost_late(lease, "it was already released when its block ended", known_lost)
-            return
+                self._lost_late(release, "it was already released when its block ended")
         except LeaseLost as exc:
-            self._lost_late(lease, str(exc), known_lost)
-            return
+            self._lost_late(release, str(exc))
         except LeaseNotFound:
-            log.warning("lease %s was unknown to the coordinator at release", held.lease_id)
-            return
-        except (CoordinatorUnavailable, TimeoutError):
-            pass  # retried below
+            log.warning("lease %s was unknown to the coordinator at release", release.lease_id)
+        except CoordinatorUnavailable:
+            if rpc is not None:
+                self._retry(rpc, release)
+                return
+        except (GCLError, ValueError) as exc:  # not a confirmed release: assume the worst
+            self._lost_late(release, f"its release had an answer that is not one: {exc}")
+        release.settle()
+
+    async def _expire(self, rpc: Rpc) -> None:
+        """Retry each release left unanswered for `attempt_timeout`, oldest first; ends when
+        none is left. The end of `asyncio.run` cancels it: then it makes sure the releases at
+        least left on the socket."""
+        try:
+            while self._unconfirmed:
+                oldest = next(iter(self._unconfirmed.values()))
+                wait = oldest.deadline - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
+                del self._unconfirmed[oldest.token]
+                rpc.forget(oldest.token)
+                self._retry(rpc, oldest)
         except asyncio.CancelledError:
-            # Only the loop's end cancels this (asyncio.run cancels every task left): make sure
-            # the release at least left on the socket, then stop.
             await _push_out(rpc.nc)
             raise
-        finally:
-            self._replies.pop(token, None)
-        await self._retry_release(rpc, lease, held, known_lost)
 
-    async def _retry_release(
-        self, rpc: Rpc, lease: Lease, held: HeldLease, known_lost: bool
-    ) -> None:
+    def _retry(self, rpc: Rpc, release: _Release) -> None:
+        task = asyncio.ensure_future(self._retry_release(rpc, release))
+        self._retrying.add(task)
+        task.add_done_callback(self._retrying.discard)
+
+    async def _retry_release(self, rpc: Rpc, release: _Release) -> None:
         """The first try went unanswered: retry it (idempotent) across a failover."""
-        assert lease.info is not None
+        try:
+            await self._retry_until_answered(rpc, release)
+        finally:
+            release.settle()
+
+    async def _retry_until_answered(self, rpc: Rpc, release: _Release) -> None:
+        lease = release.lease
+        held = HeldLease(lease_id=release.lease_id, secret=lease.secret)
         give_up = time.monotonic() + self.settings.unavailable_timeout
         delay = 0.05
         while True:
@@ -588,7 +627,7 @@ class AsyncClient:
                 await rpc.call(RELEASE, held, timeout=self.settings.attempt_timeout)
                 return  # a retry: our first try may have landed, so `released` says nothing
             except LeaseLost as exc:
-                self._lost_late(lease, str(exc), known_lost)
+                self._lost_late(release, str(exc))
                 return
             except LeaseNotFound:  # our first try landed, or a new leader forgot it
                 return
@@ -601,16 +640,17 @@ class AsyncClient:
                         "runs out",
                         held.lease_id,
                         exc,
-                        lease.info.ttl,
+                        lease.info.ttl if lease.info else 0.0,
                     )
                     return
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, RETRY_CAP_SECONDS)
 
-    def _lost_late(self, lease: Lease, reason: str, known_lost: bool) -> None:
+    def _lost_late(self, release: _Release, reason: str) -> None:
         """The release found the lease already ended. Known at the exit: `LeaseLost` was
         raised there. Learnt only now, after the block returned: a log line and a count."""
-        if not lease.mark_lost(reason) or known_lost:
+        lease = release.lease
+        if not lease.mark_lost(reason) or release.known_lost:
             return
         self.late_losses += 1
         log.error(
@@ -620,6 +660,82 @@ class AsyncClient:
             lease.names,
             reason,
         )
+
+
+_Shape = tuple[
+    tuple[str, ...], int, Mode, bool, float, bool, bool, str, str | None, int, str | None
+]
+
+
+class _Template:
+    """An acquire request validated once, for every request of its shape: a copy with a new
+    id and secret, and its JSON as the model writes it (both are quoted as they are, being
+    within the wire's rules: `secrets.token_hex` and `token_urlsafe` characters)."""
+
+    __slots__ = ("head", "middle", "request", "tail")
+
+    def __init__(self, request: AcquireRequest) -> None:
+        self.request = request
+        text = request.model_dump_json()
+        self.head, found, rest = text.partition(f'"{request.request_id}"')
+        self.middle, found_too, self.tail = rest.partition(f'"{request.secret}"')
+        if not (found and found_too):  # never, as the model writes JSON: still, never guess
+            raise InvalidRequest("cannot lay out this request's JSON")
+
+    def fill(self, request_id: str, secret: str) -> tuple[AcquireRequest, bytes]:
+        request = self.request.model_copy(update={"request_id": request_id, "secret": secret})
+        payload = f'{self.head}"{request_id}"{self.middle}"{secret}"{self.tail}'
+        return request, payload.encode()
+
+
+class _Release:
+    """A release sent by a block's exit and not yet settled (confirmed, found lost, or given
+    up after its retries)."""
+
+    __slots__ = ("_settled", "deadline", "done", "known_lost", "lease", "lease_id", "token")
+
+    def __init__(self, lease: Lease, lease_id: str, deadline: float, known_lost: bool) -> None:
+        self.lease = lease
+        self.lease_id = lease_id
+        self.deadline = deadline  # monotonic: retried if unanswered by then
+        self.known_lost = known_lost  # what the exit saw (and raised)
+        self.token = ""  # its reply subject's, once sent
+        self.done = False
+        self._settled: asyncio.Future[None] | None = None  # made only for who waits
+
+    def settled(self) -> asyncio.Future[None]:
+        """Done once the release is settled (made on demand: most are never waited for)."""
+        if self._settled is None:
+            self._settled = asyncio.get_running_loop().create_future()
+            if self.done:
+                self._settled.set_result(None)
+        return self._settled
+
+    def settle(self) -> None:
+        self.done = True
+        if self._settled is not None and not self._settled.done():
+            self._settled.set_result(None)
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_SECRET = re.compile(r"[A-Za-z0-9_-]{16,128}")
+
+
+def _held_json(lease_id: str, secret: str) -> bytes:
+    """A release's JSON, as `HeldLease(...).model_dump_json()` writes it, without building and
+    validating a model per block: a lease id the coordinator sent and the secret we made are
+    checked against the wire's rules first, else the model checks (and refuses) them."""
+    if _TOKEN.fullmatch(lease_id) is None or _SECRET.fullmatch(secret) is None:
+        return HeldLease(lease_id=lease_id, secret=secret).model_dump_json().encode()
+    return f'{{"v":{PROTOCOL_VERSION},"lease_id":"{lease_id}","secret":"{secret}"}}'.encode()
+
+
+def _confirmed(data: bytes, lease_id: str) -> bool:
+    """The reply that plainly says "released", byte for byte as the coordinator writes it: no
+    model needed. Anything else (an error, `released: false`, a reply written another way,
+    something unreadable) is read in full by `decode`."""
+    expected = f'{{"v":{PROTOCOL_VERSION},"ok":true,"result":{{"lease_id":"{lease_id}",'
+    return data == f'{expected}"released":true}}}}'.encode()
 
 
 async def _push_out(nc: NATS) -> None:

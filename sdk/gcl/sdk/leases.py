@@ -6,6 +6,9 @@ import threading
 
 from gcl.protocol import LeaseInfo
 
+# Marking a lease lost is rare (and quick): one lock for every lease, not one made per lease.
+_marking = threading.Lock()
+
 
 class Lease:
     """What `concurrency()` yields. Pass `fencing_token` to the resource to refuse stale holders."""
@@ -17,8 +20,7 @@ class Lease:
         self.secret = secret  # proves this process holds the lease; never printed
         self.names = names
         self.missing = missing
-        self._lost = threading.Event()
-        self._lock = threading.Lock()
+        self._lost = False  # set once, under `_marking`: the renewer's thread may set it
         self.lost_reason = ""
         self.lost_by: str | None = None  # the operator who revoked it, when the coordinator said
         self.renewal_key = 0
@@ -39,7 +41,7 @@ class Lease:
 
     @property
     def lost(self) -> bool:
-        return self._lost.is_set()
+        return self._lost
 
     @property
     def long_lived(self) -> bool:
@@ -48,12 +50,12 @@ class Lease:
     def mark_lost(self, reason: str, actor: str | None = None) -> bool:
         """Record the loss; True only the first time (the pushed notice and a failed renewal
         may both report it, and the holder should hear of it once)."""
-        with self._lock:
-            if self._lost.is_set():
+        with _marking:
+            if self._lost:
                 return False
             self.lost_reason = reason
             self.lost_by = actor
-            self._lost.set()
+            self._lost = True
             return True
 
     def __repr__(self) -> str:

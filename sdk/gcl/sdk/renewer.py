@@ -15,6 +15,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -37,18 +38,24 @@ OnLost = Callable[[Lease], None]
 class Renewer:
     """Renews every tracked lease at a third of its TTL, from its own thread and connection.
 
-    `track` and `untrack` only touch a locked table: the renewer thread is woken only when a new
-    lease is due before whatever it already sleeps for, so the acquire/release hot path pays no
-    cross-thread wake-up.
+    `track` and `untrack` only touch a locked table, in O(1): a new lease waits in `_new` until
+    the renewer next looks, and only the leases still held then join its schedule (a heap).
+    While leases come and go, the renewer looks once per renewal period (the shortest it saw
+    tracked since it last looked), so a lease tracked meanwhile is due no sooner than that look:
+    the thread is woken only by a lease due sooner than the renewer would look anyway (the
+    first after a quiet spell, or one with a shorter TTL). A block shorter than its lease's
+    first renewal point costs two dict operations and no cross-thread wake-up.
     """
 
     def __init__(self, settings: NatsSettings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
         self._tracked: dict[int, tuple[Lease, OnLost | None]] = {}
+        self._new: dict[int, float] = {}  # tracked since the renewer last looked: when due
         self._due: list[tuple[float, int]] = []
         self._keys = itertools.count(1)
-        self._sleep_until = float("inf")
+        self._sleep_until = math.inf
+        self._period = math.inf  # the shortest period tracked since the renewer last looked
         self._thread = LoopThread("gcl-renewer")
         self._wake = asyncio.Event()
         self._rpc: Rpc | None = None
@@ -58,11 +65,14 @@ class Renewer:
         """Renew `lease` until `untrack`; call `on_lost` (from the renewer thread) if it is lost."""
         if lease.info is None or lease.info.mode != "concurrency" or lease.long_lived:
             return  # rate grants are not held; long-lived leases are not renewed
-        due = time.monotonic() + lease.info.ttl / 3
+        period = lease.info.ttl / 3
+        due = time.monotonic() + period
         with self._lock:
-            lease.renewal_key = next(self._keys)  # never reused, unlike id()
-            self._tracked[lease.renewal_key] = (lease, on_lost)
-            heapq.heappush(self._due, (due, lease.renewal_key))
+            lease.renewal_key = key = next(self._keys)  # never reused, unlike id()
+            self._tracked[key] = (lease, on_lost)
+            self._new[key] = due
+            if period < self._period:
+                self._period = period
             wake = due < self._sleep_until
         if wake:
             self._thread.call_soon(self._wake.set)
@@ -70,28 +80,34 @@ class Renewer:
     def untrack(self, lease: Lease) -> None:
         with self._lock:
             self._tracked.pop(lease.renewal_key, None)
+            self._new.pop(lease.renewal_key, None)
 
     async def _run(self) -> None:
         while True:
-            for lease, on_lost in self._take_due():
+            self._wake.clear()  # first: a lease tracked from here on wakes us if it must
+            due, timeout = self._take_due()
+            for lease, on_lost in due:
                 asyncio.get_running_loop().create_task(self._renew(lease, on_lost))
-            with self._lock:
-                self._sleep_until = self._due[0][0] if self._due else float("inf")
-                timeout = max(0.0, min(self._sleep_until - time.monotonic(), 60.0))
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
-    def _take_due(self) -> list[tuple[Lease, OnLost | None]]:
+    def _take_due(self) -> tuple[list[tuple[Lease, OnLost | None]], float]:
+        """The leases due now, and how long to sleep before looking again."""
         now = time.monotonic()
         due = []
         with self._lock:
-            while self._due and self._due[0][0] <= now:
-                _, key = heapq.heappop(self._due)
+            for key, at in self._new.items():  # still held: on the schedule from now on
+                heapq.heappush(self._due, (at, key))
+            self._new.clear()
+            while self._due and (self._due[0][0] <= now or self._due[0][1] not in self._tracked):
+                _, key = heapq.heappop(self._due)  # due, or released since: gone either way
                 entry = self._tracked.get(key)
                 if entry is not None:
                     due.append(entry)
-        return due
+            first = self._due[0][0] if self._due else math.inf
+            until = self._sleep_until = min(first, now + self._period, now + 60.0)
+            self._period = math.inf
+        return due, max(0.0, until - now)
 
     def _reschedule(self, lease: Lease) -> None:
         assert lease.info is not None
