@@ -288,9 +288,9 @@ def resolve(side: Side) -> None:
 
 
 def add_worktree(side: Side, workdir: Path) -> None:
-    side.path = workdir / f"{side.label}-{side.commit[:12]}"
+    # Marked as made first, so that a Ctrl-C during the add still removes it.
+    side.path = side.made = workdir / f"{side.label}-{side.commit[:12]}"
     git("worktree", "add", "--detach", str(side.path), side.commit)
-    side.made = side.path
 
 
 def remove_worktree(path: Path) -> None:
@@ -420,19 +420,28 @@ class Run:
         return {**self.__dict__, "ok": self.ok}
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM bench.py's process group (it tears its servers down), then SIGKILL it."""
-    for sig, grace in ((signal.SIGTERM, STOP_GRACE), (signal.SIGKILL, 10.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=grace)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    # Its children (load processes, nats-server, the coordinator) share the group.
+def _exited(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait up to `timeout` for `proc` to exit, without reaping it: while it is a zombie its
+    pid, hence its process group's id, cannot be reused, so killing that group stays safe."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, sig)
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL what is left of bench.py's group (load processes, servers), then reap it."""
+    _signal_group(proc, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10.0)
 
 
 def run_bench(side: Side, number: int, args: argparse.Namespace, workdir: Path) -> Run:
@@ -445,7 +454,7 @@ def run_bench(side: Side, number: int, args: argparse.Namespace, workdir: Path) 
     run.load_before = os.getloadavg()
     began = time.monotonic()
     with open(log, "wb") as sink:
-        # Its own session: a Ctrl-C here reaches it through _stop, as does the timeout.
+        # Its own session, so a Ctrl-C here reaches it only as the SIGTERM sent below.
         proc = subprocess.Popen(
             cmd,
             cwd=workdir,
@@ -455,17 +464,18 @@ def run_bench(side: Side, number: int, args: argparse.Namespace, workdir: Path) 
             start_new_session=True,
         )
         try:
-            run.returncode = proc.wait(timeout=args.timeout)
-        except subprocess.TimeoutExpired:
-            _stop(proc)
-            run.failures.append(f"timed out after {args.timeout:.0f}s")
-        except BaseException:
-            _stop(proc)
+            if not _exited(proc, args.timeout):
+                run.failures.append(f"timed out after {args.timeout:.0f}s")
+                _signal_group(proc, signal.SIGTERM)  # bench.py tears its servers down
+                _exited(proc, STOP_GRACE)
+        except BaseException:  # Ctrl-C: stop it the same way
+            _signal_group(proc, signal.SIGTERM)
+            _exited(proc, STOP_GRACE)
             raise
         finally:
-            # A run that ended still may have left its group behind; never leak it.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            _reap(proc)
+        if not run.failures:
+            run.returncode = proc.returncode
     run.elapsed_s = round(time.monotonic() - began, 1)
     run.load_after = os.getloadavg()
     if out.exists():
