@@ -189,6 +189,17 @@ def render(table: Sequence[Row], base_label: str = "base", head_label: str = "he
     return "\n".join(lines)
 
 
+def schedule(rounds: int, order: str = "alternate") -> list[tuple[int, str]]:
+    """(round, side) in running order: base, head, base, head...; or with "abba" each round
+    after the first swaps (base, head, head, base, base, head...) so that a load that rises or
+    falls through the whole run does not always favour the side that runs second."""
+    runs = []
+    for number in range(1, rounds + 1):
+        swapped = order == "abba" and number % 2 == 0
+        runs += [(number, side) for side in (SIDES[::-1] if swapped else SIDES)]
+    return runs
+
+
 def cpu_model(cpuinfo: str) -> str:
     """The CPU as /proc/cpuinfo names it ("model name", or "Hardware"/"cpu model" elsewhere)."""
     for line in cpuinfo.splitlines():
@@ -522,7 +533,7 @@ def describe(facts: dict[str, Any], sides: Sequence[Side], runs: Sequence[Run]) 
             f'{side.label}: {side.short} "{side.subject}" (--{side.label} {side.rev}); '
             f"Python {side.versions.get('python', '?')}, {side.versions.get('nats_server', '?')}"
         )
-    lines.append("runs (1/5/15-min load average before -> after, on this host):")
+    lines.append("runs in order (1/5/15-min load average before -> after, on this host):")
     for run in runs:
         state = "ok" if run.ok else "FAILED: " + "; ".join(run.failures or ["no figures"])
         lines.append(
@@ -554,6 +565,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         default="floor,latency,throughput",
         help="bench.py sections, comma-separated [floor,latency,throughput]",
+    )
+    parser.add_argument(
+        "--order",
+        choices=["alternate", "abba"],
+        default="alternate",
+        help="alternate: base, head, base, head...; abba: base, head, head, base... (a load "
+        "trend then does not always favour one side) [alternate]",
     )
     parser.add_argument("--quick", action="store_true", help="bench.py --quick (figures are noise)")
     parser.add_argument("--json", type=Path, help="write runs, facts and the table to this file")
@@ -608,23 +626,24 @@ def main(argv: list[str] | None = None) -> int:
         for side in sides:
             resolve(side)
             prepare(side, workdir, args.cache_dir)
-        total = 2 * args.rounds
-        for number in range(1, args.rounds + 1):
-            for side in sides:
-                print(
-                    f"=== run {len(runs) + 1}/{total}: {side.label} {side.short} "
-                    f"(round {number}), load {_load(os.getloadavg())}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                run = run_bench(side, number, args, workdir)
-                runs.append(run)
-                state = "ok" if run.ok else "FAILED " + "; ".join(run.failures)
-                print(
-                    f"    {run.elapsed_s:.1f}s, {len(run.metrics)} figures, {state}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+        plan = schedule(args.rounds, args.order)
+        by_label = {side.label: side for side in sides}
+        for number, label in plan:
+            side = by_label[label]
+            print(
+                f"=== run {len(runs) + 1}/{len(plan)}: {side.label} {side.short} "
+                f"(round {number}), load {_load(os.getloadavg())}",
+                file=sys.stderr,
+                flush=True,
+            )
+            run = run_bench(side, number, args, workdir)
+            runs.append(run)
+            state = "ok" if run.ok else "FAILED " + "; ".join(run.failures)
+            print(
+                f"    {run.elapsed_s:.1f}s, {len(run.metrics)} figures, {state}",
+                file=sys.stderr,
+                flush=True,
+            )
     except CompareError as exc:
         print(f"compare failed: {exc}", file=sys.stderr)
         return 2
@@ -659,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
             | {
                 "sides": {side.label: side.facts() for side in sides},
                 "rounds": args.rounds,
+                "order": args.order,
                 "only": args.only,
                 "quick": args.quick,
                 "bench_args": args.bench_arg,

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.compare import Row, cpu_model, derive, packaging_hash, render, rows, uncommitted
+from bench.compare import (
+    Row,
+    cpu_model,
+    derive,
+    packaging_hash,
+    render,
+    rows,
+    schedule,
+    uncommitted,
+)
 
 
 def test_derive_adds_cpu_per_pair_and_rtt_ratios() -> None:
@@ -118,3 +127,15 @@ def test_uncommitted_counts_edits_and_new_code_not_stray_files() -> None:
         "?? tmp/",
     ]
     assert uncommitted("?? run1.json\n") == []
+
+
+def test_schedule_alternates_or_swaps_every_other_round() -> None:
+    assert schedule(2) == [(1, "base"), (1, "head"), (2, "base"), (2, "head")]
+    assert schedule(3, "abba") == [
+        (1, "base"),
+        (1, "head"),
+        (2, "head"),
+        (2, "base"),
+        (3, "base"),
+        (3, "head"),
+    ]
