@@ -251,6 +251,10 @@ class Coordinator:
         self._subs[in_order] = await self.nc.subscribe(
             in_order, cb=self._on_message, pending_msgs_limit=messages, pending_bytes_limit=size
         )
+        # The server has every subscription before we say we serve: a request sent right
+        # after start-up otherwise could meet "no responders" (a test once did).
+        with contextlib.suppress(Exception):  # a NATS outage now is reported by its callbacks
+            await self.nc.flush(timeout=5)
         self._emit_started(len(limits), len(self.engine.leases))
         self.leadership.watch(lambda: self.nc is not None and self.nc.is_connected, self._step_down)
         self._reschedule()
