@@ -145,3 +145,14 @@ def test_the_worker_sdk_loads_no_server_package():
 
 def test_the_dashboard_does_load_textual():
     assert "textual" in loaded_after("gcl.tui.app")  # so the checks above can fail
+
+
+def test_serve_does_not_load_what_it_never_uses():
+    """An idle `gcl serve` holds every module it imported (bench/memory.py: ≤ 60 MB RSS), so the
+    CLI's tables (rich), alerting, the dashboard and Prometheus (only with --metrics-port) load
+    when their command or option is used, not with the command line."""
+    loaded = loaded_after("gcl.cli.main, gcl.cli.service, gcl.coordinator.service")
+    assert not {"textual", "rich", "prometheus_client"} & {m.split(".")[0] for m in loaded}
+    assert not any(
+        m.startswith(("gcl.alerting", "gcl.tui", "gcl.coordinator.prometheus")) for m in loaded
+    )
