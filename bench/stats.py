@@ -54,6 +54,7 @@ TARGETS: dict[str, Target] = {
     "holder_kill_recovery_s": Target(3.0, "max", "≤ TTL + 1 s = 3 s"),
     "coordinator_restart_1000_leases_s": Target(2.0, "max", "≤ 2 s"),
     "rate_limit_ratio": Target(0.02, "ratio", "1.00 ± 0.02"),
+    "coordinator_idle_rss_mb": Target(60.0, "max", "≤ 60 MB"),  # bench/memory.py
 }
 
 UNITS = (
@@ -63,6 +64,7 @@ UNITS = (
     ("_ms", "ms"),
     ("_s", "s"),
     ("_ratio", "x"),
+    ("_mb", "MB"),
 )
 
 

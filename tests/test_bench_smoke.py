@@ -128,3 +128,19 @@ def test_bench_compares_sqlite_synchronous_modes() -> None:
         _parse(["--sqlite-synchronous", "OFF"])
     with pytest.raises(SystemExit):
         _parse(["--db", "postgres", "--sqlite-synchronous", "FULL,NORMAL"])
+
+
+@pytest.mark.slow
+def test_memory_bench_measures_an_idle_coordinator(tmp_path: Path) -> None:
+    """`bench/memory.py --idle-only`: a real `gcl serve` started, read, and stopped (no figure
+    asserted but that there is one: the 60 MB target is the benchmark's verdict)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "memory.py"), "--idle-only"],
+        cwd=tmp_path,  # not the repo root: the script must find its own modules
+        env={**os.environ, "PYTHONPATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "idle: `gcl serve` on SQLite" in result.stdout and "MB RSS" in result.stdout

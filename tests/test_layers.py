@@ -145,3 +145,17 @@ def test_the_worker_sdk_loads_no_server_package():
 
 def test_the_dashboard_does_load_textual():
     assert "textual" in loaded_after("gcl.tui.app")  # so the checks above can fail
+
+
+def test_serve_does_not_load_what_it_never_uses():
+    """An idle `gcl serve` holds every module it imported (bench/memory.py: ≤ 60 MB RSS), so the
+    CLI's tables (rich), alerting, the dashboard and Prometheus (only with --metrics-port) load
+    when their command or option is used, not with the command line; the store's tables are
+    SQLAlchemy Core, so neither sqlmodel nor SQLAlchemy's ORM loads at all."""
+    loaded = loaded_after("gcl.cli.main, gcl.cli.service, gcl.coordinator.service")
+    unused = {"textual", "rich", "prometheus_client", "sqlmodel"}
+    assert not unused & {m.split(".")[0] for m in loaded}
+    assert "sqlalchemy.orm" not in loaded
+    assert not any(
+        m.startswith(("gcl.alerting", "gcl.tui", "gcl.coordinator.prometheus")) for m in loaded
+    )

@@ -136,3 +136,44 @@ def test_sqlite_commits_are_durable_by_default(
         assert _synchronous_of_commits(store) == level
     finally:
         store.close()
+
+
+# The DDL the SQLModel classes of releases up to 0.2 created, word for word: the Core tables
+# that replaced them (so the coordinator no longer loads SQLAlchemy's ORM) must create the same.
+SQLMODEL_DDL = [
+    "CREATE TABLE gcl_leader ( id INTEGER NOT NULL, epoch BIGINT NOT NULL, coordinator_id "
+    "VARCHAR(64) NOT NULL, since FLOAT NOT NULL, PRIMARY KEY (id) )",
+    "CREATE TABLE gcl_leases ( lease_id VARCHAR(64) NOT NULL, request_id VARCHAR(64) NOT NULL, "
+    "names JSON NOT NULL, occupy INTEGER NOT NULL, mode VARCHAR(16) NOT NULL, ttl FLOAT NOT "
+    "NULL, holder JSON NOT NULL, granted_at FLOAT NOT NULL, fencing_tokens JSON NOT NULL, "
+    "secret_hash VARCHAR(64) NOT NULL, notify VARCHAR(255) NOT NULL, long_lived BOOLEAN NOT "
+    "NULL, PRIMARY KEY (lease_id) )",
+    "CREATE INDEX ix_gcl_leases_request_id ON gcl_leases (request_id)",
+    'CREATE TABLE gcl_limits ( name VARCHAR(200) NOT NULL, "limit" BIGINT NOT NULL, active '
+    "BOOLEAN NOT NULL, slot_decay_per_second FLOAT NOT NULL, created_at FLOAT NOT NULL, "
+    "updated_at FLOAT NOT NULL, fencing_token BIGINT NOT NULL, denied BIGINT NOT NULL, "
+    "hold_seconds_total FLOAT NOT NULL, hold_count BIGINT NOT NULL, decay_level FLOAT NOT NULL, "
+    "is_template BOOLEAN NOT NULL, PRIMARY KEY (name) )",
+    'CREATE TABLE gcl_meta ( "key" VARCHAR(64) NOT NULL, value VARCHAR(200) NOT NULL, '
+    'PRIMARY KEY ("key") )',
+]
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_the_tables_are_those_earlier_releases_created(dialect: str) -> None:
+    from sqlalchemy.dialects import postgresql, sqlite
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    from gcl.coordinator.store import METADATA
+
+    compiler = sqlite.dialect() if dialect == "sqlite" else postgresql.dialect()
+    ddl = []
+    for table in METADATA.sorted_tables:
+        ddl.append(" ".join(str(CreateTable(table).compile(dialect=compiler)).split()))
+        ddl += [
+            " ".join(str(CreateIndex(i).compile(dialect=compiler)).split()) for i in table.indexes
+        ]
+    expected = (
+        SQLMODEL_DDL if dialect == "sqlite" else [s.replace('"key"', "key") for s in SQLMODEL_DDL]
+    )
+    assert ddl == expected

@@ -7,12 +7,15 @@ import contextlib
 import logging
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from gcl.alerting.rules import RuleFile, load_rules
-from gcl.alerting.runner import Alerter
 from gcl.cli.limits import nats_settings
+
+if TYPE_CHECKING:  # imported by the command when it runs: not by every other `gcl` command
+    from gcl.alerting.rules import RuleFile
+    from gcl.alerting.runner import Alerter
 
 
 def _describe(rules: RuleFile) -> str:
@@ -66,6 +69,9 @@ def alert(
     Each rule fires once when its condition starts and once when it clears. Actions: a log
     line (default), a command with the alert as JSON on stdin, or a webhook POST.
     """
+    from gcl.alerting.rules import load_rules
+    from gcl.alerting.runner import Alerter
+
     rules = load_rules(rules_path)
     if check:
         click.echo(f"{rules_path}: ok\n{_describe(rules)}")

@@ -1,7 +1,8 @@
 """How the CLI prints: aligned tables for people, `--json` for scripts.
 
 Tables go through rich so columns line up; when stdout is not a terminal (a pipe, a test) the
-width is fixed wide so rows are never wrapped mid-cell and `grep` sees one row per line.
+width is fixed wide so rows are never wrapped mid-cell and `grep` sees one row per line. rich is
+imported when a table is printed, not with the module: `gcl serve` never prints one.
 """
 
 from __future__ import annotations
@@ -9,17 +10,17 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import BaseModel
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
 from gcl.protocol import CoordinatorStatus, LeaseInfo, LimitDetail, LimitInfo, WaiterInfo
 from gcl.protocol.names import TEMPLATE_FIELD
 from gcl.sdk import format as fmt
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 BAR_WIDTH = 10
 PIPE_WIDTH = 250
@@ -27,6 +28,8 @@ PIPE_WIDTH = 250
 
 def console() -> Console:
     """A console on the current stdout (looked up per call: tests swap sys.stdout)."""
+    from rich.console import Console
+
     stream = sys.stdout
     width = None if stream.isatty() else PIPE_WIDTH
     return Console(file=stream, width=width, highlight=False, soft_wrap=False)
@@ -51,6 +54,9 @@ def bar(used: float, total: float) -> str:
 def print_table(
     columns: Sequence[str], rows: Sequence[Sequence[str]], title: str = "", header: bool = True
 ) -> None:
+    from rich import box
+    from rich.table import Table
+
     table = Table(
         box=box.SIMPLE_HEAD,
         show_header=header,

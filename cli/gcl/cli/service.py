@@ -25,8 +25,6 @@ import click
 
 from gcl.cli.config import URL_FILE, announce_url, data_dir
 from gcl.cli.limits import role_settings
-from gcl.coordinator.nats_auth import local_credentials, roles_config
-from gcl.coordinator.nats_server import NatsServer, port_in_use
 from gcl.coordinator.service import Coordinator
 from gcl.coordinator.settings import CoordinatorSettings
 from gcl.sdk.exceptions import StorageError
@@ -251,6 +249,9 @@ def up(
     run from the same folder find this NATS by themselves. Ctrl-C (or SIGTERM) stops both;
     exit codes as for `gcl serve`.
     """
+    from gcl.coordinator.nats_auth import local_credentials, roles_config
+    from gcl.coordinator.nats_server import NatsServer, port_in_use
+
     folder = data_dir()
     folder.mkdir(parents=True, exist_ok=True)
     if dashboard and not sys.stdout.isatty():

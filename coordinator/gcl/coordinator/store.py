@@ -1,4 +1,4 @@
-"""Durable state: limits and live leases in SQLModel tables (SQLite file or PostgreSQL).
+"""Durable state: limits and live leases in SQL tables (SQLite file or PostgreSQL).
 
 Only what survives a restart is written: limit settings and counters, and live leases. Renewals
 are not written: restored leases get a fresh TTL at start-up, so an expiry time on disk would
@@ -17,10 +17,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import JSON, BigInteger, Column, Table, event, text
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    event,
+    select,
+    text,
+)
+from sqlalchemy.engine import Connection, Engine, create_engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Field, SQLModel, create_engine, select
 
 from gcl.coordinator.changes import Changes
 from gcl.coordinator.leases import Lease
@@ -46,57 +58,64 @@ class StoreUnavailable(StorageError):
     """The database cannot be opened: wrong URL, server down, driver missing, no permission."""
 
 
-class LimitRow(SQLModel, table=True):
-    __tablename__ = "gcl_limits"
+# The tables, in SQLAlchemy Core: the coordinator only ever reads and writes them as rows, and
+# declaring them as SQLModel classes loaded sqlmodel and SQLAlchemy's ORM into every coordinator
+# for nothing but these definitions (~6 MB of an idle coordinator's ~64 MB RSS). The DDL is the
+# one those classes created, so databases written by earlier releases open unchanged
+# (tests/test_store.py compares it).
+METADATA = MetaData()
 
-    name: str = Field(primary_key=True, max_length=200)
-    limit: int = Field(sa_column=Column(BigInteger, nullable=False))
-    active: bool = True
-    slot_decay_per_second: float = 0.0
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    fencing_token: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
-    denied: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
-    hold_seconds_total: float = 0.0
-    hold_count: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
-    decay_level: float = 0.0
-    is_template: bool = False
+LIMITS = Table(
+    "gcl_limits",
+    METADATA,
+    Column("name", String(200), primary_key=True),
+    Column("limit", BigInteger, nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("slot_decay_per_second", Float, nullable=False, default=0.0),
+    Column("created_at", Float, nullable=False, default=0.0),
+    Column("updated_at", Float, nullable=False, default=0.0),
+    Column("fencing_token", BigInteger, nullable=False),
+    Column("denied", BigInteger, nullable=False),
+    Column("hold_seconds_total", Float, nullable=False, default=0.0),
+    Column("hold_count", BigInteger, nullable=False),
+    Column("decay_level", Float, nullable=False, default=0.0),
+    Column("is_template", Boolean, nullable=False, default=False),
+)
 
+LEASES = Table(
+    "gcl_leases",
+    METADATA,
+    Column("lease_id", String(64), primary_key=True),
+    Column("request_id", String(64), nullable=False, index=True),
+    Column("names", JSON, nullable=False),
+    Column("occupy", Integer, nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("ttl", Float, nullable=False),
+    Column("holder", JSON, nullable=False),
+    Column("granted_at", Float, nullable=False),
+    Column("fencing_tokens", JSON, nullable=False),
+    Column("secret_hash", String(64), nullable=False, default=""),
+    Column("notify", String(255), nullable=False, default=""),
+    Column("long_lived", Boolean, nullable=False, default=False),
+)
 
-class LeaseRow(SQLModel, table=True):
-    __tablename__ = "gcl_leases"
+# One row: the epoch of the current leader, bumped by each takeover. Every write checks it, so
+# a coordinator that lost the lead cannot commit (and so cannot reveal) anything.
+LEADER = Table(
+    "gcl_leader",
+    METADATA,
+    Column("id", Integer, primary_key=True, default=1),
+    Column("epoch", BigInteger, nullable=False),
+    Column("coordinator_id", String(64), nullable=False, default=""),
+    Column("since", Float, nullable=False, default=0.0),
+)
 
-    lease_id: str = Field(primary_key=True, max_length=64)
-    request_id: str = Field(index=True, max_length=64)
-    names: list[str] = Field(sa_column=Column(JSON, nullable=False))
-    occupy: int
-    mode: str = Field(max_length=16)
-    ttl: float
-    holder: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    granted_at: float
-    fencing_tokens: dict[str, int] = Field(sa_column=Column(JSON, nullable=False))
-    secret_hash: str = Field(default="", max_length=64)
-    notify: str = Field(default="", max_length=255)
-    long_lived: bool = False
-
-
-class LeaderRow(SQLModel, table=True):
-    """One row: the epoch of the current leader, bumped by each takeover. Every write checks
-    it, so a coordinator that lost the lead cannot commit (and so cannot reveal) anything."""
-
-    __tablename__ = "gcl_leader"
-
-    id: int = Field(default=1, primary_key=True)
-    epoch: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
-    coordinator_id: str = Field(default="", max_length=64)
-    since: float = 0.0
-
-
-class MetaRow(SQLModel, table=True):
-    __tablename__ = "gcl_meta"
-
-    key: str = Field(primary_key=True, max_length=64)
-    value: str = Field(max_length=200)
+META = Table(
+    "gcl_meta",
+    METADATA,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(200), nullable=False),
+)
 
 
 class Store:
@@ -154,14 +173,14 @@ class Store:
         (`election.py`) decides who calls this, and the epoch fences whoever it deposed."""
         with self._explained():
             self._lock()
-            SQLModel.metadata.create_all(self.engine)
+            METADATA.create_all(self.engine)
             self._check_schema()
             self.epoch = self.take_lead(coordinator_id)
             return self.load()
 
     def take_lead(self, coordinator_id: str) -> int:
         """Bump the epoch in a committed transaction; from now on only our writes land."""
-        leader = _table(LeaderRow)
+        leader = LEADER
         with self.engine.begin() as conn:
             if conn.execute(select(leader.c.epoch).where(leader.c.id == 1)).first() is None:
                 conn.execute(leader.insert(), {"id": 1, "epoch": 0, "coordinator_id": ""})
@@ -176,7 +195,7 @@ class Store:
 
     def leader(self) -> tuple[int, str, float]:
         """The current epoch, its coordinator and since when (for status and tests)."""
-        leader = _table(LeaderRow)
+        leader = LEADER
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(leader.c.epoch, leader.c.coordinator_id, leader.c.since).where(
@@ -221,12 +240,9 @@ class Store:
 
     def _check_schema(self) -> None:
         with self.engine.begin() as conn:
-            found = conn.execute(select(MetaRow.value).where(MetaRow.key == "schema")).scalar()
+            found = conn.execute(select(META.c.value).where(META.c.key == "schema")).scalar()
             if found is None:
-                conn.execute(
-                    _table(MetaRow).insert(),
-                    {"key": "schema", "value": str(SCHEMA_VERSION)},
-                )
+                conn.execute(META.insert(), {"key": "schema", "value": str(SCHEMA_VERSION)})
             elif int(found) > SCHEMA_VERSION:
                 raise GCLError(
                     f"database schema {found} is newer than this coordinator understands "
@@ -240,8 +256,8 @@ class Store:
         without holding every raw row beside every object."""
         holders: dict[str, Holder] = {}
         with self.engine.connect() as conn:
-            limits = [_limit(r) for r in conn.execute(select(LimitRow)).mappings()]
-            rows = conn.execution_options(yield_per=5_000).execute(select(LeaseRow))
+            limits = [_limit(r) for r in conn.execute(select(LIMITS)).mappings()]
+            rows = conn.execution_options(yield_per=5_000).execute(select(LEASES))
             leases = [_lease(r, holders) for r in rows.mappings()]
         return limits, leases
 
@@ -260,15 +276,15 @@ class Store:
 class _Writer:
     """The hot write path on one DB-API connection, with SQL that SQLite and PostgreSQL share.
 
-    SQLModel defines and loads the tables; writing through SQLAlchemy's per-statement machinery
+    Core defines and loads the tables; writing through SQLAlchemy's per-statement machinery
     cost ~7x a plain DB-API commit, which showed directly in acquire latency.
     """
 
     def __init__(self, connection: Any, dialect: str) -> None:
         self.connection = connection
         bind = "%({})s" if dialect == "postgresql" else ":{}"
-        limit_cols = list(LimitRow.model_fields)
-        lease_cols = list(LeaseRow.model_fields)
+        limit_cols = [column.name for column in LIMITS.columns]
+        lease_cols = [column.name for column in LEASES.columns]
         greatest = "GREATEST" if dialect == "postgresql" else "MAX"
         updates = ", ".join(
             f'"{c}" = {greatest}(excluded."{c}", gcl_limits."{c}")'
@@ -378,12 +394,6 @@ def safe_url(url: str) -> str:
         return "(an unparsable URL)"
 
 
-def _table(model: type[SQLModel]) -> Table:
-    """The Core table behind a SQLModel class: bulk writes skip the ORM's per-row cost."""
-    table: Table = model.__table__  # type: ignore[attr-defined]
-    return table
-
-
 def _sqlite_pragmas(synchronous: str) -> Any:
     """WAL lets readers run beside the writer. FULL (the default) fsyncs the WAL at every
     commit, so a commit survives a power cut; NORMAL fsyncs only at checkpoints: a commit
@@ -453,7 +463,7 @@ def _migrate(conn: Connection, found: int) -> None:
         conn.execute(text("ALTER TABLE gcl_leases ADD COLUMN notify VARCHAR(255) DEFAULT ''"))
         conn.execute(text("ALTER TABLE gcl_leases ADD COLUMN long_lived BOOLEAN DEFAULT FALSE"))
     conn.execute(
-        _table(MetaRow).update().where(_table(MetaRow).c.key == "schema"),
+        META.update().where(META.c.key == "schema"),
         {"value": str(SCHEMA_VERSION)},
     )
     log.warning("database schema upgraded from %d to %d", found, SCHEMA_VERSION)
