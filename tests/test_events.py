@@ -174,6 +174,36 @@ async def test_live_events_follow_without_jetstream(tmp_path: Path, sqlite_url: 
         server.stop()
 
 
+async def test_a_stream_that_could_not_be_set_up_is_set_up_once_jetstream_is_there(
+    tmp_path: Path, sqlite_url: str, caplog
+):
+    """A coordinator that started before JetStream could take the stream (a cluster still
+    forming, JetStream switched on later) keeps trying in the background: events are not
+    live-only for ever."""
+    plain = NatsServer(tmp_path / "nats", jetstream=False).start()
+    coordinator = Coordinator(coordinator_settings(plain, sqlite_url))
+    server: NatsServer | None = None
+    try:
+        await coordinator.start()
+        plain.stop()  # the same port comes back with JetStream; the coordinator reconnects
+        server = NatsServer(tmp_path / "nats", port=plain.port).start()
+        with caplog.at_level(logging.WARNING, logger="gcl.coordinator"):
+            await wait_until(lambda: "events are stored again" in caplog.text, timeout=30)
+        async with AsyncAdminClient(ClientSettings(nats_url=server.url)) as admin:
+            await admin.create_limit("kept", 1)
+        nc = await nats.connect(server.url)
+        try:
+            info = await nc.jetstream().stream_info(stream_name("gcl"))
+            assert info.state.messages >= 1  # limit.created, stored
+        finally:
+            await nc.close()
+    finally:
+        await coordinator.stop()
+        plain.stop()
+        if server is not None:
+            server.stop()
+
+
 async def test_durations_and_bad_arguments_are_explained():
     assert parse_duration("90") == 90
     assert parse_duration("10m") == 600

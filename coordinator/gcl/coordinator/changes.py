@@ -21,6 +21,9 @@ class Changes:
     leases_removed: set[str] = field(default_factory=set)
     events: list[Event] = field(default_factory=list)
     notices: list[tuple[str, WaitNotice | LostNotice]] = field(default_factory=list)
+    # A reply that writes nothing yet must not leave a deposed leader (a grant of only unknown
+    # names, "not enforced"): commit anyway, since every commit checks the leader's epoch.
+    confirm: bool = False
 
     def __bool__(self) -> bool:
         return self.durable or bool(self.events or self.notices)
@@ -28,7 +31,7 @@ class Changes:
     @property
     def durable(self) -> bool:
         """True when there is something to commit before replying."""
-        return bool(self.limits or self.leases_added or self.leases_removed)
+        return bool(self.limits or self.leases_added or self.leases_removed or self.confirm)
 
     def put_limit(self, name: str, limit: Limit | None) -> None:
         self.limits[name] = limit
@@ -54,3 +57,4 @@ class Changes:
             self.remove_lease(lease_id)
         self.events.extend(later.events)
         self.notices.extend(later.notices)
+        self.confirm = self.confirm or later.confirm

@@ -168,7 +168,8 @@ class Engine:
         if repeat is not None:
             return repeat
         names, missing = self._resolve(request)
-        if not names:
+        if not names:  # nothing to hold; the reply still waits for a commit (see `confirm`)
+            self.changes.confirm = True
             return AcquireResult(status="granted", request_id=request.request_id, missing=missing)
         now = self.clock.now()
         self._count_denied(names, request.occupy, now)

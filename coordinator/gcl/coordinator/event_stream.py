@@ -7,6 +7,7 @@ JetStream still gets live events. Retention is by age and by size, oldest droppe
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -20,6 +21,7 @@ from gcl.sdk.events import stream_name
 
 log = logging.getLogger("gcl.coordinator")
 JS_TIMEOUT = 5.0
+RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # then every 30 s, for as long as it runs
 
 
 def stream_config(settings: CoordinatorSettings, replicas: int = 1) -> StreamConfig:
@@ -44,8 +46,22 @@ def cluster_replicas(nc: NATS) -> int:
     return max(1, min(3, len(set(info.get("connect_urls") or []))))
 
 
-async def ensure_stream(nc: NATS, settings: CoordinatorSettings) -> bool:
-    """Create or re-size the stream; on any failure warn and go on with live events only."""
+async def keep_ensuring(nc: NATS, settings: CoordinatorSettings) -> None:
+    """After a failed `ensure_stream`, try again with back-off until the stream is there: a
+    NATS cluster still forming cannot place a stream yet ("no suitable peers"), and JetStream
+    may be switched on later. Each try is bounded; the coordinator cancels this at stop."""
+    attempt = 0
+    while True:
+        await asyncio.sleep(RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)])
+        attempt += 1
+        if nc.is_connected and await ensure_stream(nc, settings, quiet=True):
+            log.warning("the event stream is set up now (try %d): events are stored again", attempt)
+            return
+
+
+async def ensure_stream(nc: NATS, settings: CoordinatorSettings, quiet: bool = False) -> bool:
+    """Create or re-size the stream; on any failure warn (`quiet`: log at debug) and go on
+    with live events only."""
     config = stream_config(settings, cluster_replicas(nc))
     js = nc.jetstream(timeout=JS_TIMEOUT)
     try:
@@ -62,10 +78,11 @@ async def ensure_stream(nc: NATS, settings: CoordinatorSettings) -> bool:
             log.info("updated event stream %s (%s)", config.name, _limits(config))
         return True
     except Exception as exc:
-        log.warning(
+        log.log(
+            logging.DEBUG if quiet else logging.WARNING,
             "events are live only, not stored: could not set up JetStream stream %s on %s "
             "(%s: %s). `gcl events --since` and durable subscribers need NATS with JetStream "
-            "(`nats-server -js`; `gcl up` has it).",
+            "(`nats-server -js`; `gcl up` has it); retrying in the background.",
             config.name,
             settings.nats_url,
             type(exc).__name__,

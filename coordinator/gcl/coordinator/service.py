@@ -35,7 +35,7 @@ from gcl.coordinator.changes import Changes
 from gcl.coordinator.clock import Clock, SystemClock
 from gcl.coordinator.engine import Engine
 from gcl.coordinator.errors import Refusal
-from gcl.coordinator.event_stream import ensure_stream
+from gcl.coordinator.event_stream import ensure_stream, keep_ensuring
 from gcl.coordinator.explain import wait_detail
 from gcl.coordinator.leadership import Leadership
 from gcl.coordinator.metrics import MetricsEndpoint, ServiceCollector, ServiceStats, start_metrics
@@ -143,6 +143,7 @@ class Coordinator:
         self._request_subs: list[Subscription] = []
         self._unsubscribing: asyncio.Task[None] | None = None
         self.unanswerable = 0  # requests that came without a reply subject, dropped
+        self._stream_setup: asyncio.Task[None] | None = None  # retries a failed stream setup
 
     def _routes(self) -> dict[str, tuple[type[Message], Handler]]:
         e = self.engine
@@ -207,20 +208,21 @@ class Coordinator:
             )
             await self._answer_status()
             await self.leadership.wait_for_lead()
+            # Heartbeat the lock from now on: loading, the event stream and metrics can take
+            # seconds, and PostgreSQL ends a silent lock session after 1.5 s, a standby then
+            # takes over, and this process must not serve what it loaded (it once did, for
+            # 0.3 s, from a view without the limit: a "not enforced" grant, an over-grant).
+            self.leadership.watch(self._nats_connected, self._step_down)
             limits, leases = await self._store_thread.run(self.store.open, self.id)
             if not self.leadership.elected:
                 await self._ensure_alone()
-            await ensure_stream(self.nc, self.settings)  # warns, never raises
+            if not await ensure_stream(self.nc, self.settings):  # warns, never raises
+                self._stream_setup = asyncio.create_task(keep_ensuring(self.nc, self.settings))
             service = ServiceCollector(self.stats, self.store_health)
             self.metrics = await start_metrics(self.engine, self.settings, self.observers, service)
+            self._check_still_leading()
         except BaseException:
-            self._stopping = True
-            self.leadership.release()
-            await self._store_thread.run(self.store.close)
-            self._store_thread.stop()
-            if self.nc is not None:
-                with contextlib.suppress(Exception):
-                    await self.nc.close()
+            await self._abandon_start()
             raise
         self.leading = self.stats.leading = True
         self.stats.epoch = self.store.epoch
@@ -255,8 +257,12 @@ class Coordinator:
         # after start-up otherwise could meet "no responders" (a test once did).
         with contextlib.suppress(Exception):  # a NATS outage now is reported by its callbacks
             await self.nc.flush(timeout=5)
+        if self._deposed is not None:  # lost the lead while subscribing: serve nothing
+            await self._unsubscribe(list(self._subs.values()), self._deposed)
+            self._subs = {}
+            await self._abandon_start()
+            self._check_still_leading()
         self._emit_started(len(limits), len(self.engine.leases))
-        self.leadership.watch(lambda: self.nc is not None and self.nc.is_connected, self._step_down)
         self._reschedule()
         log.info(
             "coordinator %s leads %s.* (epoch %d) on %s, %d limits, %d leases restored (db %s)",
@@ -268,6 +274,28 @@ class Coordinator:
             len(self.engine.leases),
             safe_url(self.settings.db_url),
         )
+
+    async def _abandon_start(self) -> None:
+        """Undo a start that failed or lost the lead midway: nothing was served."""
+        assert self._store_thread is not None
+        self._stopping = True
+        if self._stream_setup is not None:
+            self._stream_setup.cancel()
+        self.leadership.release()
+        if self.metrics is not None:
+            await _bounded(self.metrics.stop(), 0.5, "stopping the metrics endpoint")
+        await self._store_thread.run(self.store.close)
+        self._store_thread.stop()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+
+    def _nats_connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    def _check_still_leading(self) -> None:
+        if self._deposed is not None:
+            raise Deposed(f"coordinator {self.id} stepped down while starting: {self._deposed}")
 
     async def _answer_status(self) -> None:
         """Leader or standby, every coordinator answers `admin.status` (`gcl status`)."""
@@ -386,6 +414,8 @@ class Coordinator:
         self._log_drops()
         if self._timer is not None:
             self._timer.cancel()
+        if self._stream_setup is not None:
+            self._stream_setup.cancel()
         self.leadership.release()
         await _bounded(self._stop_intake(), 0.5, "unsubscribing")
         committed = await self._finish(max(0.5, deadline - time.monotonic() - 3.0))
@@ -453,6 +483,8 @@ class Coordinator:
     # --- messages ---------------------------------------------------------------------------
 
     async def _on_message(self, msg: Msg) -> None:
+        if not self.leading:  # stepped down (or never led): the sender retries the new leader
+            return
         if not msg.reply:  # nobody to answer: a request without a reply subject is not served
             self.unanswerable += 1
             self.stats.rejected[msg.subject[len(self.settings.prefix) + 1 :], "no_reply"] += 1
