@@ -253,5 +253,14 @@ async def test_the_event_stream_is_replicated_on_a_cluster(
     async with AsyncAdminClient(NatsSettings(nats_url=cluster.url)) as admin:
         await one_leader(admin, expect=1)
         rpc = await admin._ready()
-        info = await rpc.nc.jetstream().stream_info("GCL_EVENTS")
+        # A cluster that has just formed may not place a stream yet ("no suitable peers"):
+        # the coordinator then retries in the background, so wait for it (bounded).
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                info = await rpc.nc.jetstream().stream_info("GCL_EVENTS")
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "the event stream was never set up"
+                await asyncio.sleep(0.2)
     assert info.config.num_replicas == 3
