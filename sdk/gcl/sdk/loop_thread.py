@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -41,9 +42,25 @@ class LoopThread:
         self.loop.call_soon_threadsafe(callback, *args)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Cancel what still runs on the loop and let it finish (bounded), then stop the loop:
+        a task left pending when its loop closes is reported ("Task was destroyed but it is
+        pending") when it is collected, as at every interpreter exit before."""
         if self.loop.is_closed():
             return
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            with contextlib.suppress(Exception):
+                self.submit(_cancel_others(timeout / 2)).result(timeout)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+async def _cancel_others(seconds: float) -> None:
+    """Cancel every other task of this loop and wait (at most `seconds`) for them to end."""
+    me = asyncio.current_task()
+    others = [task for task in asyncio.all_tasks() if task is not me]
+    for task in others:
+        task.cancel()
+    if others:
+        await asyncio.wait(others, timeout=seconds)
