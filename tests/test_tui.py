@@ -21,7 +21,7 @@ from gcl.sdk.client import AsyncClient
 from gcl.sdk.exceptions import LeaseLost, LimitNotFound
 from gcl.sdk.settings import NatsSettings
 from gcl.tui.app import DashboardApp, Options
-from gcl.tui.feed import Status, Timing
+from gcl.tui.feed import Feed, Status, Timing
 from gcl.tui.model import Batch, Board, name_matches
 from gcl.tui.screens.confirm import ConfirmScreen
 from gcl.tui.screens.detail import DetailScreen
@@ -29,9 +29,10 @@ from gcl.tui.screens.help import HelpScreen
 from gcl.tui.screens.limit_form import LimitFormScreen
 from gcl.tui.screens.main import MainScreen
 from gcl.tui.source import NatsSource
-from gcl.tui.validation import FormError, parse_limit
+from gcl.tui.validation import FormError, LimitSpec, parse_limit
 from gcl.tui.widgets.limits_table import LimitsTable, render_row
 from tests.conftest import wait_until
+from tests.support.fixed_source import FixedSource
 
 SIZE = (140, 40)
 FAST = Timing(flush_seconds=0.1, health_seconds=0.3, resync_seconds=5.0, retry_seconds=0.3)
@@ -429,8 +430,9 @@ async def test_coordinator_stop_shows_it_and_a_new_one_recovers(
         await start_coordinator(db_url=coordinator.settings.db_url)
         await wait_until(lambda: app.link.status is Status.CONNECTED, timeout=10)
         await admin.create_limit("after", 1)
-        # Live, or at the latest by the next resync (FAST: every 5 s) if the event raced the
-        # recovery: 5 s alone once failed on a loaded CI machine.
+        # Live: the resync that follows the recovery no longer drops a limit whose event came
+        # while it listed (test_a_limit_created_while_the_dashboard_resyncs_stays_shown);
+        # the bound is for a loaded CI machine.
         await wait_until(shows(app, "after"), timeout=12)
         assert "db" in table(app).rows
 
@@ -601,3 +603,39 @@ async def test_the_status_bar_names_the_leader_and_its_epoch(
     async with running(app):
         await wait_until(lambda: "leads (epoch" in app.link.detail, timeout=10)
         assert f"{coordinator.id} leads (epoch {coordinator.store.epoch})" in app.link.detail
+
+
+class SlowListing(FixedSource):
+    """Answers a listing with what it held when asked, after the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.asked = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def list_limits(self) -> list[LimitInfo]:
+        held = await super().list_limits()
+        self.asked.set()
+        await self.answer.wait()
+        return held
+
+
+async def test_a_limit_created_while_the_dashboard_resyncs_stays_shown() -> None:
+    """A listing that predates an event must not undo it: the snapshot used to drop a limit
+    created while the listing was under way, until the next resync (a flaky test's cause)."""
+    source = SlowListing()
+    board = Board()
+    feed = Feed(source, board.apply, lambda _link: None, Timing(flush_seconds=0.01))
+    running = asyncio.create_task(feed.run())
+    try:
+        await asyncio.wait_for(source.asked.wait(), 5)
+        await source.create_limit(LimitSpec(name="after", limit=1))
+        await wait_until(lambda: "after" in board.limits, timeout=5)  # shown live
+        source.answer.set()  # the listing, from before "after" existed, arrives now
+        await wait_until(lambda: not feed._stale, timeout=5)
+        await asyncio.sleep(0.05)  # a few flushes
+        assert "after" in board.limits
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running

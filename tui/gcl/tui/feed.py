@@ -63,6 +63,7 @@ class Feed:
         self._pending = Batch()
         self._wake = asyncio.Event()
         self._stale = True
+        self._listing: Batch | None = None  # figures from events that came during a resync
 
     async def run(self) -> None:
         """Keep a session going for ever: every failure is reported, then retried."""
@@ -100,6 +101,8 @@ class Feed:
     async def _pump(self) -> None:
         async for event in self.source.events():
             self._pending.add_event(event)
+            if self._listing is not None:
+                self._listing.add_figures(event)
             if event.kind == "coordinator.started":
                 self._stale = True
                 self._wake.set()
@@ -140,15 +143,24 @@ class Feed:
         return True
 
     async def _resync(self) -> bool:
-        """Reload every limit: heals missed events and state changed while we were away."""
+        """Reload every limit: heals missed events and state changed while we were away.
+
+        Events that come while the listing is under way are applied again on top of it: the
+        listing may predate them (a limit created meanwhile was dropped by the snapshot, and
+        shown again only at the next resync)."""
+        self._listing = Batch()
         try:
             limits = await self.source.list_limits()
         except GCLError as exc:
             self._stale = True
             self._report(Status.NO_COORDINATOR, str(exc))
             return False
+        finally:
+            during, self._listing = self._listing, None
         self._stale = False
-        self._pending.merge(Batch.full(limits))
+        snapshot = Batch.full(limits)
+        snapshot.merge(during)
+        self._pending.merge(snapshot)
         self.flush()
         return True
 

@@ -34,6 +34,13 @@ class Batch:
 
     def add_event(self, event: Event) -> None:
         """Keep only the newest figures per limit: that is the coalescing."""
+        self.add_figures(event)
+        self.events.append(event)
+        if len(self.events) > MAX_BATCH_EVENTS * 2:
+            del self.events[:-MAX_BATCH_EVENTS]
+
+    def add_figures(self, event: Event) -> None:
+        """The event's effect on the limits (new figures, deletions), without logging it."""
         if event.kind == "limit.deleted":
             for name in event.names:
                 self.limits.pop(name, None)
@@ -41,9 +48,6 @@ class Batch:
         for info in event.limits:
             self.limits[info.name] = info
             self.deleted.discard(info.name)
-        self.events.append(event)
-        if len(self.events) > MAX_BATCH_EVENTS * 2:
-            del self.events[:-MAX_BATCH_EVENTS]
 
     def merge(self, later: Batch) -> None:
         """Fold a later batch into this one, as if both had been one."""
