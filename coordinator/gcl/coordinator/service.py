@@ -258,8 +258,7 @@ class Coordinator:
         with contextlib.suppress(Exception):  # a NATS outage now is reported by its callbacks
             await self.nc.flush(timeout=5)
         if self._deposed is not None:  # lost the lead while subscribing: serve nothing
-            await self._unsubscribe(list(self._subs.values()), self._deposed)
-            self._subs = {}
+            await self._stop_intake()
             await self._abandon_start()
             self._check_still_leading()
         self._emit_started(len(limits), len(self.engine.leases))
@@ -735,7 +734,7 @@ class Coordinator:
                 left = max(0.0, deadline - time.monotonic())
                 # Awaited directly under one timer: a deadline or the flusher's cancellation
                 # cancels `attempt`, and the thread's late result is then dropped.
-                with contextlib.suppress(TimeoutError, Exception):
+                with contextlib.suppress(Exception):  # TimeoutError included: judged below
                     async with asyncio.timeout(left):
                         await attempt
                 if attempt.cancelled():
