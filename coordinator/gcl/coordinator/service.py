@@ -95,6 +95,9 @@ YIELD_EVERY = 32  # messages handled back to back before yielding to the loop, i
 # ttl, exactly as a crash before their commit always could. A worker's next acquire usually
 # comes within it, so its block pays one commit (one fsync) instead of two in a row.
 QUIET_COMMIT_DELAY = 0.01
+# Replies that need no commit (renew, release, ping) leave with the commit in flight, if any,
+# so a worker's release reply and its next grant share one packet; never later than this.
+EARLY_REPLY_WAIT = 0.002
 STOP_SECONDS = 7.0  # stop() returns within this, whatever NATS and the database do
 
 
@@ -112,6 +115,8 @@ class Coordinator:
         self.nc: NATS | None = None
         self._outbox = Changes()
         self._replies: list[tuple[str, bytes]] = []
+        self._early: list[tuple[str, bytes]] = []  # replies that need no commit, not yet sent
+        self._early_timer: asyncio.TimerHandle | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._reveal: asyncio.Future[None] | None = None  # wakes a flusher holding a quiet batch
         self._inflight: Changes | None = None  # the batch being committed
@@ -327,6 +332,7 @@ class Coordinator:
         log.error("stepping down: %s", reason)
         self._outbox = Changes()
         self._replies = []
+        self._early = []
         if self._timer is not None:
             self._timer.cancel()
         subs, self._subs = list(self._subs.values()), {}
@@ -439,6 +445,8 @@ class Coordinator:
 
     async def _finish(self, seconds: float) -> bool:
         """Let the flusher commit and send what the outbox holds, for at most `seconds`."""
+        if self._early:
+            await self._publish_early()
         if self._failed.is_set():
             return False
         if self._outbox or self._replies:
@@ -490,14 +498,16 @@ class Coordinator:
             return
         operation, actor = self._route(msg.subject)
         payload, at_once = self._step(operation, msg.data, msg.reply, actor)
-        if at_once and self.nc is not None:
-            await _publish(self.nc, msg.reply, payload)
+        if at_once:
+            self._early.append((msg.reply, payload))
         else:
             self._replies.append((msg.reply, payload))
         self._kick()
         self._reschedule()
         self._handled += 1
         sub = self._subs.get(msg.subject) or self._subs.get(self.subjects.op("*"))
+        if self._early and not (sub is not None and sub.pending_msgs):
+            await self._route_early()
         if self._handled >= YIELD_EVERY and sub is not None and sub.pending_msgs:
             # A run of messages without a pause, and more queued: let the socket reader and the
             # other subjects have a turn. Without it a backlog was handled in one go, NATS's
@@ -506,6 +516,32 @@ class Coordinator:
             # a time (coordinator CPU per acquire+release nearly doubled at 32 clients).
             self._handled = 0
             await asyncio.sleep(0)
+
+    async def _route_early(self) -> None:
+        """After the last queued message: replies that need no commit go now, or with the
+        commit in flight (bounded by EARLY_REPLY_WAIT) if there is one."""
+        flushing = self._flusher is not None and not self._flusher.done()
+        if flushing and (self._inflight is not None or self._reveals()):
+            if self._early_timer is None:
+                self._early_timer = asyncio.get_running_loop().call_later(
+                    EARLY_REPLY_WAIT, self._early_overdue
+                )
+            return
+        await self._publish_early()
+
+    def _early_overdue(self) -> None:
+        self._early_timer = None
+        if self._early:
+            asyncio.get_running_loop().create_task(self._publish_early())
+
+    async def _publish_early(self) -> None:
+        if self._early_timer is not None:
+            self._early_timer.cancel()
+            self._early_timer = None
+        early, self._early = self._early, []
+        if self.nc is not None:
+            for subject, data in early:
+                await _publish(self.nc, subject, data)
 
     def _route(self, subject: str) -> tuple[str, str | None]:
         """The operation, and for `{prefix}.admin.{op}.{user}` the user NATS let send it."""
@@ -830,6 +866,7 @@ class Coordinator:
             count = len(replies) + len(batch.notices) + len(batch.events)
             log.info("stopping while NATS is away: %d replies, notices and events unsent", count)
             return
+        await self._publish_early()  # answered before these: sent before them
         for subject, data in replies:
             await _publish(nc, subject, data)
         for inbox, notice in batch.notices:
