@@ -105,6 +105,7 @@ async def test_saturated_limit_stands_out_and_waiters_are_counted(
     await admin.create_limit("gpu", 1)
     app = dashboard(nats_server)
     async with running(app):
+        await shown(app, "gpu")  # connected comes before the first listing is shown
         lease = await client.acquire("gpu")
         waiter = asyncio.create_task(client.acquire("gpu"))
         await wait_until(lambda: cell(app, "gpu", "state") == "SATURATED", timeout=3)
