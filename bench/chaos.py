@@ -74,8 +74,7 @@ from nats.errors import NoRespondersError  # noqa: E402
 from nats.errors import TimeoutError as NatsTimeout  # noqa: E402
 
 from bench import chaos_checks as checks  # noqa: E402
-from gcl.coordinator.nats_server import NatsServer  # noqa: E402
-from gcl.coordinator.nats_server import _die_with_parent as die_with_parent  # noqa: E402
+from gcl.coordinator.nats_server import NatsServer, die_with_parent  # noqa: E402
 from gcl.protocol import OPERATIONS, RELEASE, Event, HeldLease, Subjects  # noqa: E402
 from gcl.sdk.admin import AsyncAdminClient  # noqa: E402
 from gcl.sdk.client import AsyncClient  # noqa: E402

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
 import time
 from pathlib import Path
@@ -12,10 +11,12 @@ from typing import Any
 from gcl.coordinator.nats_auth import write_private
 from gcl.coordinator.nats_server import (
     HOST,
-    _die_with_parent,
     free_port,
+    kill_process,
     nats_server_binary,
     port_in_use,
+    spawn,
+    stop_process,
 )
 
 
@@ -46,35 +47,20 @@ class ClusterNode:
         ]  # fmt: skip
         if config is not None:
             args += ["-c", str(write_private(self.folder / "nats-server.conf", config))]
-        log = open(self.folder / "nats-server.log", "ab")  # noqa: SIM115 - the child owns it
         # Its own session, and SIGTERM if the test process dies: a node never outlives its run.
-        self.process = subprocess.Popen(
-            args,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        log.close()
+        self.process = spawn(args, self.folder / "nats-server.log")
 
     def listening(self) -> bool:
         return port_in_use(self.port)
 
     def kill(self) -> None:
         if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            self.process.wait(10)
+            kill_process(self.process)
             self.process = None
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        if self.process is not None:
+            stop_process(self.process)
         self.process = None
 
 

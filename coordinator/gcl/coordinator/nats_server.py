@@ -26,7 +26,7 @@ HOST = "127.0.0.1"
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: SIGTERM the server if whoever started it dies, even by SIGKILL, so a killed
     `gcl up` or test run never leaves a broker behind. Elsewhere a no-op."""
     if sys.platform != "linux":
@@ -83,16 +83,7 @@ class NatsServer:
         args += ["-p", str(self.port)]
         if self.jetstream:
             args += ["-js", "-sd", str(self.store_dir)]
-        log = open(self.store_dir / "nats-server.log", "ab")  # noqa: SIM115 - child owns it
-        # Own session: a Ctrl-C meant for `gcl up` must not kill NATS before the coordinator drains.
-        self.process = subprocess.Popen(
-            args,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        log.close()
+        self.process = spawn(args, self.store_dir / "nats-server.log")
         self._wait_ready(timeout)
         return self
 
@@ -119,23 +110,14 @@ class NatsServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Graceful stop; kill if it does not go within `timeout`."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
+        if self.process is not None:
+            stop_process(self.process, timeout)
         self.process = None
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
         if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            self.process.wait(10)
+            kill_process(self.process)
             self.process = None
 
     def __enter__(self) -> NatsServer:
@@ -143,6 +125,41 @@ class NatsServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start a nats-server with its output appended to `log_path`, in its own session (a
+    Ctrl-C meant for `gcl up` must not kill NATS before the coordinator drains) and SIGTERMed
+    if whoever started it dies."""
+    log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
+    try:
+        return subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+    finally:
+        log.close()
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM and wait; SIGKILL if it has not gone within `timeout`."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+
+def kill_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL, as a crash would, and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    process.wait(10)
 
 
 def server_config() -> str:
