@@ -177,3 +177,36 @@ def test_the_tables_are_those_earlier_releases_created(dialect: str) -> None:
         SQLMODEL_DDL if dialect == "sqlite" else [s.replace('"key"', "key") for s in SQLMODEL_DDL]
     )
     assert ddl == expected
+
+
+def test_a_lease_is_written_as_its_row_with_json_columns_encoded() -> None:
+    """The writer's fast encoding binds every column, each equal to the row once decoded."""
+    import json
+
+    from gcl.coordinator.leases import Lease
+    from gcl.coordinator.store import LEASES, lease_params, lease_row
+    from gcl.protocol import Holder
+
+    lease = Lease(
+        lease_id="l1",
+        request_id="r1",
+        names=["gpu:w1", "db", "naïve"],
+        occupy=2,
+        mode="concurrency",
+        ttl=30.0,
+        holder=Holder(worker_id="w1", host="h", pid=7, label='quote " and \\'),
+        granted_at=1.5,
+        granted_mono=0.0,
+        expires_at=31.5,
+        fencing_tokens={"gpu:w1": 3, "db": 9, "naïve": 1},
+        secret_hash="ab" * 32,
+        notify="_INBOX.x.1",
+        long_lived=True,
+    )
+    params = lease_params(lease)
+    assert set(params) == {column.name for column in LEASES.columns}
+    decoded = {
+        k: json.loads(v) if k in {"names", "holder", "fencing_tokens"} else v
+        for k, v in params.items()
+    }
+    assert decoded == lease_row(lease)
