@@ -87,7 +87,27 @@ async def run(
         # Since the release is sent behind the block (issue #13), a block is one round trip.
         one = metrics["nats_rtt_p50_ms"]
         metrics["uncontended_p50_over_1_rtt_ratio"] = metrics["uncontended_p50_ms"] / one
+    metrics.update(_over_floor(metrics))
     return metrics
+
+
+def _over_floor(metrics: dict[str, float]) -> dict[str, float]:
+    """CPU per acquire+release at 32 free clients over the floor of two bare request/replies
+    under the same load (measure.nats_floor): what gcl's own work costs beyond nats-py's."""
+    rate = metrics.get("throughput_32_free_pairs_per_s")
+    if not rate:
+        return {}
+    ratios = {}
+    for side, floor_side in (
+        ("coordinator", "responder"),
+        ("clients", "requesters"),
+        ("nats", "nats"),
+    ):
+        cores = metrics.get(f"throughput_32_free_{side}_cpu_cores")
+        floor = metrics.get(f"floor_32_{floor_side}_us_per_request")
+        if cores is not None and floor:
+            ratios[f"throughput_32_free_{side}_over_floor"] = cores / rate * 1e6 / (2 * floor)
+    return ratios
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

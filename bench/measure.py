@@ -24,10 +24,12 @@ import nats
 from bench.harness import BenchError, Cluster, cpu_seconds
 from bench.stats import percentile, summary
 from bench.workers import (
+    ECHO_PAYLOAD,
     LoadJob,
     PingPongJob,
     host_now_ns,
     run_echo,
+    run_echo_load,
     run_holder,
     run_load,
     run_pingpong,
@@ -132,16 +134,37 @@ async def nats_floor(cluster: Cluster, plan: Plan) -> dict[str, float]:
         nc = await nats.connect(cluster.url)
         try:
             for _ in range(plan.warmup_pairs):
-                await nc.request(subject, b"x" * 300, timeout=5)
+                await nc.request(subject, ECHO_PAYLOAD, timeout=5)
             for _ in range(plan.latency_pairs):
                 started = time.perf_counter_ns()
-                await nc.request(subject, b"x" * 300, timeout=5)
+                await nc.request(subject, ECHO_PAYLOAD, timeout=5)
                 samples.append((time.perf_counter_ns() - started) / 1e6)
         finally:
             await nc.close()
+        figures = {
+            "nats_rtt_p50_ms": percentile(samples, 50),
+            "nats_rtt_p99_ms": percentile(samples, 99),
+        }
+        if child.pid:
+            figures.update(await _cpu_floor(cluster, plan, subject, child.pid))
     finally:
         reap([child])
-    return {"nats_rtt_p50_ms": percentile(samples, 50), "nats_rtt_p99_ms": percentile(samples, 99)}
+    return figures
+
+
+async def _cpu_floor(cluster: Cluster, plan: Plan, subject: str, echo_pid: int) -> dict[str, float]:
+    """The CPU floor under the throughput run's shape: 32 connections in the same load
+    processes, each sending bare nats-py requests to the echo responder back to back. A
+    coordinator serves at least two such requests per acquire+release, and a worker sends
+    them: the `*_over_floor` ratios divide by twice these figures."""
+    requests, cpu = await _drive(cluster, plan, run_echo_load, subject, 32, [echo_pid])
+    count = max(1, requests)
+    return {
+        "floor_32_requests_per_s": requests / plan.load_seconds,
+        "floor_32_responder_us_per_request": cpu[0] / count * 1e6,
+        "floor_32_nats_us_per_request": cpu[1] / count * 1e6,
+        "floor_32_requesters_us_per_request": sum(cpu[2:]) / count * 1e6,
+    }
 
 
 # --- 1. latency, one client ------------------------------------------------------------------
@@ -181,26 +204,7 @@ async def throughput(
     key = f"throughput_{clients}_{'busy' if contended else 'free'}"
     name = f"bench.{key}"
     await admin.create_limit(name, slots)
-    procs = min(plan.load_processes, clients)
-    shares = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
-    results: Queue[Any] = CTX.Queue()
-    start, start_at = CTX.Event(), CTX.Value("q", 0)
-    children = []
-    try:
-        for share in shares:
-            job = LoadJob(cluster.url, name, share, plan.load_seconds, 1_000_000)
-            children.append(spawn(run_load, job, start, start_at, results))
-        await collect(results, "ready", procs, CHILD_START_TIMEOUT)
-        begin = host_now_ns() + 100_000_000
-        start_at.value = begin
-        start.set()
-        pids = [cluster.pid, cluster.nats_pid, *(c.pid for c in children if c.pid)]
-        window = asyncio.create_task(_cpu_window(pids, begin, plan.load_seconds))
-        counts = await collect(results, "done", procs, plan.load_seconds + 90)
-        cpu = await window
-    finally:
-        reap(children)
-    pairs = sum(counts)
+    pairs, cpu = await _drive(cluster, plan, run_load, name, clients, [cluster.pid])
     return {
         f"{key}_pairs_per_s": pairs / plan.load_seconds,
         f"{key}_coordinator_cpu_cores": cpu[0] / plan.load_seconds,
@@ -208,6 +212,38 @@ async def throughput(
         f"{key}_nats_cpu_cores": cpu[1] / plan.load_seconds,
         f"{key}_clients_cpu_cores": sum(cpu[2:]) / plan.load_seconds,
     }
+
+
+async def _drive(
+    cluster: Cluster,
+    plan: Plan,
+    entry: Callable[..., None],
+    target: str,
+    clients: int,
+    served_by: list[int],
+) -> tuple[int, list[float]]:
+    """Run `entry` in load processes, `clients` connections in all, for plan.load_seconds:
+    what they counted, and the CPU seconds of `served_by`, NATS, then each load process."""
+    procs = min(plan.load_processes, clients)
+    shares = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    results: Queue[Any] = CTX.Queue()
+    start, start_at = CTX.Event(), CTX.Value("q", 0)
+    children = []
+    try:
+        for share in shares:
+            job = LoadJob(cluster.url, target, share, plan.load_seconds, 1_000_000)
+            children.append(spawn(entry, job, start, start_at, results))
+        await collect(results, "ready", procs, CHILD_START_TIMEOUT)
+        begin = host_now_ns() + 100_000_000
+        start_at.value = begin
+        start.set()
+        pids = [*served_by, cluster.nats_pid, *(c.pid for c in children if c.pid)]
+        window = asyncio.create_task(_cpu_window(pids, begin, plan.load_seconds))
+        counts = await collect(results, "done", procs, plan.load_seconds + 90)
+        cpu = await window
+    finally:
+        reap(children)
+    return sum(counts), [cpu[0], *cpu[len(served_by) :]]
 
 
 async def _cpu_window(pids: list[int], begin_ns: int, seconds: float) -> list[float]:

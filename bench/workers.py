@@ -24,6 +24,7 @@ from gcl.sdk.settings import ClientSettings
 
 WARMUP_PAIRS = 5
 MAX_WAIT_FOR_START = 60.0
+ECHO_PAYLOAD = b"x" * 300  # about an acquire request's size
 
 
 def host_now_ns() -> int:
@@ -85,6 +86,50 @@ async def _pairs(client: AsyncClient, name: str, end_ns: int, max_pairs: int) ->
             break
         async with client.concurrency(name):
             pass
+        if host_now_ns() <= end_ns:
+            done += 1
+    return done
+
+
+def run_echo_load(job: LoadJob, start: MpEvent, start_at: Any, results: Queue[Any]) -> None:
+    """Process entry: as run_load, but bare nats-py requests to the echo responder on
+    `job.name` (a subject): the floor the throughput run's clients and coordinator sit on."""
+    try:
+        results.put(asyncio.run(_echo_load(job, start, start_at, results)))
+    except BaseException as exc:
+        results.put(("error", os.getpid(), repr(exc)))
+
+
+async def _echo_load(
+    job: LoadJob, start: MpEvent, start_at: Any, results: Queue[Any]
+) -> tuple[str, int, int]:
+    connections = [await nats.connect(job.nats_url) for _ in range(job.clients)]
+    try:
+        for nc in connections:
+            for _ in range(WARMUP_PAIRS):
+                await nc.request(job.name, ECHO_PAYLOAD, timeout=5)
+        results.put(("ready", os.getpid(), 0))
+        if not await asyncio.to_thread(start.wait, MAX_WAIT_FOR_START):
+            raise TimeoutError("the parent never gave the start signal")
+        begin_ns = int(start_at.value)
+        end_ns = begin_ns + int(job.duration * 1e9)
+        await asyncio.sleep(max(0.0, (begin_ns - host_now_ns()) / 1e9))
+        loops = [_requests(nc, job.name, end_ns, job.max_pairs_per_client) for nc in connections]
+        counts = await asyncio.wait_for(asyncio.gather(*loops), job.duration + 60)
+        return ("done", os.getpid(), sum(counts))
+    finally:
+        for nc in connections:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+
+async def _requests(nc: nats.NATS, subject: str, end_ns: int, max_requests: int) -> int:
+    """Request/reply until the window closes; count only those answered inside it."""
+    done = 0
+    for _ in range(max_requests):
+        if host_now_ns() >= end_ns:
+            break
+        await nc.request(subject, ECHO_PAYLOAD, timeout=5)
         if host_now_ns() <= end_ns:
             done += 1
     return done

@@ -25,6 +25,13 @@ EXPECTED = [
     "uncontended_max_ms",
     "uncontended_p50_over_2_rtt_ratio",
     "uncontended_p50_over_1_rtt_ratio",
+    "floor_32_requests_per_s",
+    "floor_32_responder_us_per_request",
+    "floor_32_nats_us_per_request",
+    "floor_32_requesters_us_per_request",
+    "throughput_32_free_coordinator_over_floor",
+    "throughput_32_free_clients_over_floor",
+    "throughput_32_free_nats_over_floor",
     *(
         f"throughput_{n}_{kind}_{figure}"
         for n, kind in ((1, "free"), (8, "free"), (8, "busy"), (32, "free"), (32, "busy"))
@@ -144,3 +151,23 @@ def test_memory_bench_measures_an_idle_coordinator(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "idle: `gcl serve` on SQLite" in result.stdout and "MB RSS" in result.stdout
+
+
+def test_cpu_is_compared_with_twice_the_floor_of_a_bare_request() -> None:
+    from bench.bench import _over_floor
+
+    metrics = {
+        "throughput_32_free_pairs_per_s": 2000.0,
+        "throughput_32_free_coordinator_cpu_cores": 0.4,  # 200 µs per pair
+        "throughput_32_free_clients_cpu_cores": 0.2,  # 100 µs per pair
+        "throughput_32_free_nats_cpu_cores": 0.1,
+        "floor_32_responder_us_per_request": 25.0,
+        "floor_32_requesters_us_per_request": 50.0,
+    }  # no NATS floor: no NATS ratio
+    assert _over_floor(metrics) == pytest.approx(
+        {
+            "throughput_32_free_coordinator_over_floor": 4.0,
+            "throughput_32_free_clients_over_floor": 1.0,
+        }
+    )
+    assert _over_floor({"floor_32_responder_us_per_request": 25.0}) == {}
