@@ -616,9 +616,9 @@ class Coordinator:
         reply = _ok(handler(request))
         if waits:
             return reply, False
+        if self._uncommitted_for() <= self.settings.store_stall_seconds:
+            return reply, True  # healthy (as store_health says, without building its answer)
         health = self.store_health()
-        if health.healthy:
-            return reply, True
         if operation == ops.RENEW.name:
             message = (
                 f"renewal not confirmed: the coordinator cannot commit to its database "
@@ -828,8 +828,7 @@ class Coordinator:
     def store_health(self) -> StoreHealth:
         """Unhealthy once the oldest uncommitted change has waited over store_stall_seconds,
         whether its commit is failing or has simply not returned (a lock, a slow disk)."""
-        since = self._inflight_since if self._inflight_since is not None else self._dirty_since
-        waited = time.monotonic() - since if since is not None else 0.0
+        waited = self._uncommitted_for()
         if waited <= self.settings.store_stall_seconds:
             return StoreHealth(healthy=True, uncommitted_seconds=waited)
         if self._last_error is not None:
@@ -838,6 +837,11 @@ class Coordinator:
             problem = "a commit has not returned (the database is locked or slow)"
         problem += f"; the oldest uncommitted change has waited {waited:.1f}s"
         return StoreHealth(healthy=False, uncommitted_seconds=waited, problem=problem)
+
+    def _uncommitted_for(self) -> float:
+        """How long the oldest change not yet committed has waited (0: all committed)."""
+        since = self._inflight_since if self._inflight_since is not None else self._dirty_since
+        return time.monotonic() - since if since is not None else 0.0
 
     def _watch_stall(self) -> None:
         """Log once when the batch being committed passes store_stall_seconds."""
