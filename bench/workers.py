@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event as MpEvent
@@ -63,19 +64,36 @@ async def _load(
             for _ in range(WARMUP_PAIRS):
                 async with client.concurrency(job.name):
                     pass
-        results.put(("ready", os.getpid(), 0))
-        if not await asyncio.to_thread(start.wait, MAX_WAIT_FOR_START):
-            raise TimeoutError("the parent never gave the start signal")
-        begin_ns = int(start_at.value)
-        end_ns = begin_ns + int(job.duration * 1e9)
-        await asyncio.sleep(max(0.0, (begin_ns - host_now_ns()) / 1e9))
-        loops = [_pairs(c, job.name, end_ns, job.max_pairs_per_client) for c in clients]
-        counts = await asyncio.wait_for(asyncio.gather(*loops), job.duration + 60)
-        return ("done", os.getpid(), sum(counts))
+        return await _window(
+            job,
+            start,
+            start_at,
+            results,
+            lambda end_ns: [_pairs(c, job.name, end_ns, job.max_pairs_per_client) for c in clients],
+        )
     finally:
         for client in clients:
             with contextlib.suppress(Exception):
                 await client.aclose()
+
+
+async def _window(
+    job: LoadJob,
+    start: MpEvent,
+    start_at: Any,
+    results: Queue[Any],
+    loops: Callable[[int], list[Coroutine[Any, Any, int]]],
+) -> tuple[str, int, int]:
+    """Report ready, wait for the common start, run `loops(end_ns)` until the window closes
+    (each loop counts what it finished inside it), and report the sum."""
+    results.put(("ready", os.getpid(), 0))
+    if not await asyncio.to_thread(start.wait, MAX_WAIT_FOR_START):
+        raise TimeoutError("the parent never gave the start signal")
+    begin_ns = int(start_at.value)
+    end_ns = begin_ns + int(job.duration * 1e9)
+    await asyncio.sleep(max(0.0, (begin_ns - host_now_ns()) / 1e9))
+    counts = await asyncio.wait_for(asyncio.gather(*loops(end_ns)), job.duration + 60)
+    return ("done", os.getpid(), sum(counts))
 
 
 async def _pairs(client: AsyncClient, name: str, end_ns: int, max_pairs: int) -> int:
@@ -108,15 +126,15 @@ async def _echo_load(
         for nc in connections:
             for _ in range(WARMUP_PAIRS):
                 await nc.request(job.name, ECHO_PAYLOAD, timeout=5)
-        results.put(("ready", os.getpid(), 0))
-        if not await asyncio.to_thread(start.wait, MAX_WAIT_FOR_START):
-            raise TimeoutError("the parent never gave the start signal")
-        begin_ns = int(start_at.value)
-        end_ns = begin_ns + int(job.duration * 1e9)
-        await asyncio.sleep(max(0.0, (begin_ns - host_now_ns()) / 1e9))
-        loops = [_requests(nc, job.name, end_ns, job.max_pairs_per_client) for nc in connections]
-        counts = await asyncio.wait_for(asyncio.gather(*loops), job.duration + 60)
-        return ("done", os.getpid(), sum(counts))
+        return await _window(
+            job,
+            start,
+            start_at,
+            results,
+            lambda end: [
+                _requests(nc, job.name, end, job.max_pairs_per_client) for nc in connections
+            ],
+        )
     finally:
         for nc in connections:
             with contextlib.suppress(Exception):
