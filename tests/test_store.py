@@ -210,3 +210,39 @@ def test_a_lease_is_written_as_its_row_with_json_columns_encoded() -> None:
         for k, v in params.items()
     }
     assert decoded == lease_row(lease)
+
+
+@pytest.mark.postgres
+def test_a_takeover_ends_a_commit_the_old_leader_was_stopped_in(postgres_url: str) -> None:
+    """An old leader stopped inside a commit holds the epoch row, and PostgreSQL's
+    idle-in-transaction timeout does not end a session stopped inside a pipeline (psycopg's
+    executemany): the next leader ends that transaction instead of waiting for it (a CI
+    failover once waited 30 s for a SIGSTOPped leader), and the old write never lands."""
+    import threading
+    import time
+
+    from gcl.coordinator.store import _Writer
+
+    first = Store(postgres_url)
+    first.open("a")
+    second = Store(postgres_url)
+    raw = first.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute(_Writer(raw, "postgresql").fence, {"epoch": first.epoch})
+        pipeline = raw.driver_connection.pipeline()  # as executemany runs, stopped half-way
+        pipeline.__enter__()
+        cursor.execute("UPDATE gcl_leader SET coordinator_id = 'stale' WHERE id = 1")
+        raw.driver_connection.pgconn.flush()
+        time.sleep(1.5)  # past idle_in_transaction_session_timeout (1 s): still holding the row
+
+        taking = threading.Thread(target=second.open, args=("b",), daemon=True)
+        taking.start()
+        taking.join(10)
+        assert not taking.is_alive(), "the takeover waited for the stopped leader's commit"
+        assert second.epoch == first.epoch + 1
+        assert second.leader()[:2] == (second.epoch, "b")  # the stale write never landed
+    finally:
+        raw.invalidate()  # its session was ended: do not return it to the pool
+        first.close()
+        second.close()

@@ -181,6 +181,8 @@ class Store:
 
     def take_lead(self, coordinator_id: str) -> int:
         """Bump the epoch in a committed transaction; from now on only our writes land."""
+        if self.dialect == "postgresql":
+            self._end_deposed_writes()
         leader = LEADER
         with self.engine.begin() as conn:
             if conn.execute(select(leader.c.epoch).where(leader.c.id == 1)).first() is None:
@@ -193,6 +195,34 @@ class Store:
             epoch = conn.execute(select(leader.c.epoch).where(leader.c.id == 1)).scalar_one()
         log.info("took the lead at epoch %d", epoch)
         return int(epoch)
+
+    def _end_deposed_writes(self) -> None:
+        """End the open write transactions of an earlier leader before bumping the epoch.
+
+        Every commit starts by locking the epoch row, so an old leader stopped in the middle of
+        one (paused, frozen, cut off) blocks the takeover's bump for as long as it stays so.
+        PostgreSQL ends a session idle in a transaction after 1 s, but not one stopped inside a
+        pipeline (psycopg's executemany), which it counts as mid-command: a failover waited
+        for a SIGSTOPped leader until it was killed. Only a leader elected by the advisory lock
+        calls this (on PostgreSQL the service opens the store after winning it), and an ended
+        transaction reveals nothing: it had not committed, and its coordinator, fenced by the
+        epoch, stops when it notices.
+        """
+        try:
+            with self.engine.connect() as conn:
+                ended = conn.execute(text(_END_DEPOSED_WRITES)).scalars().all()
+                conn.commit()
+        except SQLAlchemyError as exc:  # e.g. not allowed to end another role's session
+            log.warning(
+                "could not end an earlier leader's open transactions (%s): waiting for them",
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            )
+            return
+        if ended:
+            log.warning(
+                "ended %d open transaction(s) of an earlier leader that held the epoch row",
+                len(ended),
+            )
 
     def leader(self) -> tuple[int, str, float]:
         """The current epoch, its coordinator and since when (for status and tests)."""
@@ -343,6 +373,18 @@ class _Writer:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.connection.close()
+
+
+# Sessions other than ours in a transaction that wrote the epoch row (every commit fences on
+# it first): RowExclusiveLock on gcl_leader is held from that write until commit or rollback.
+_END_DEPOSED_WRITES = """
+SELECT pid FROM (
+    SELECT DISTINCT pid FROM pg_locks
+    WHERE locktype = 'relation' AND relation = to_regclass('gcl_leader')
+      AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid()
+) AS writers
+WHERE pg_terminate_backend(pid)
+"""
 
 
 def lease_params(lease: Lease) -> dict[str, Any]:
