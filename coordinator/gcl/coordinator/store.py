@@ -145,10 +145,9 @@ class Store:
                 "pip install 'gcl[postgres]'"
             ) from exc
         except (SQLAlchemyError, OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StoreUnavailable(
-                f"cannot open the database {safe_url(self.url)}: {first}. Check --db / GCL_DB_URL "
-                "(sqlite:///path/to/gcl.db or postgresql+psycopg://user@host/db)"
+                f"cannot open the database {safe_url(self.url)}: {_first_line(exc)}. "
+                "Check --db / GCL_DB_URL (sqlite:///path/to/gcl.db or postgresql+psycopg://user@host/db)"
             ) from exc
 
     def _create_engine(self, url: str, synchronous: str) -> Engine:
@@ -215,7 +214,7 @@ class Store:
         except SQLAlchemyError as exc:  # e.g. not allowed to end another role's session
             log.warning(
                 "could not end an earlier leader's open transactions (%s): waiting for them",
-                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                _first_line(exc),
             )
             return
         if ended:
@@ -439,6 +438,12 @@ def lease_row(lease: Lease) -> dict[str, Any]:
         "notify": lease.notify or "",
         "long_lived": lease.long_lived,
     }
+
+
+def _first_line(exc: BaseException) -> str:
+    """A driver error's first line (they run to many), or its type if it has no text."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def safe_url(url: str) -> str:
