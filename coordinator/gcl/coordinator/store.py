@@ -390,18 +390,10 @@ def lease_params(lease: Lease) -> dict[str, Any]:
     """A lease's row as the writer binds it: `lease_row` with its JSON columns encoded, by
     pydantic-core's encoder (compact; a fifth of `json.dumps`'s time on the store thread)."""
     return {
-        "lease_id": lease.lease_id,
-        "request_id": lease.request_id,
+        **_lease_scalars(lease),
         "names": to_json(lease.names).decode(),
-        "occupy": lease.occupy,
-        "mode": lease.mode,
-        "ttl": lease.ttl,
         "holder": lease.holder.model_dump_json(),
-        "granted_at": lease.granted_at,
         "fencing_tokens": to_json(lease.fencing_tokens).decode(),
-        "secret_hash": lease.secret_hash,
-        "notify": lease.notify or "",
-        "long_lived": lease.long_lived,
     }
 
 
@@ -424,16 +416,24 @@ def limit_row(limit: Limit) -> dict[str, Any]:
 
 
 def lease_row(lease: Lease) -> dict[str, Any]:
+    """The durable columns of a lease, its JSON columns as the values `load` reads back."""
+    return {
+        **_lease_scalars(lease),
+        "names": list(lease.names),
+        "holder": lease.holder.model_dump(),
+        "fencing_tokens": dict(lease.fencing_tokens),
+    }
+
+
+def _lease_scalars(lease: Lease) -> dict[str, Any]:
+    """A lease's columns other than its JSON ones, shared by `lease_row` and `lease_params`."""
     return {
         "lease_id": lease.lease_id,
         "request_id": lease.request_id,
-        "names": list(lease.names),
         "occupy": lease.occupy,
         "mode": lease.mode,
         "ttl": lease.ttl,
-        "holder": lease.holder.model_dump(),
         "granted_at": lease.granted_at,
-        "fencing_tokens": dict(lease.fencing_tokens),
         "secret_hash": lease.secret_hash,
         "notify": lease.notify or "",
         "long_lived": lease.long_lived,
