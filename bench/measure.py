@@ -157,7 +157,7 @@ async def _cpu_floor(cluster: Cluster, plan: Plan, subject: str, echo_pid: int) 
     processes, each sending bare nats-py requests to the echo responder back to back. A
     coordinator serves at least two such requests per acquire+release, and a worker sends
     them: the `*_over_floor` ratios divide by twice these figures."""
-    requests, cpu = await _drive(cluster, plan, run_echo_load, subject, 32, [echo_pid])
+    requests, cpu = await _drive(cluster, plan, run_echo_load, subject, 32, echo_pid)
     count = max(1, requests)
     return {
         "floor_32_requests_per_s": requests / plan.load_seconds,
@@ -204,7 +204,7 @@ async def throughput(
     key = f"throughput_{clients}_{'busy' if contended else 'free'}"
     name = f"bench.{key}"
     await admin.create_limit(name, slots)
-    pairs, cpu = await _drive(cluster, plan, run_load, name, clients, [cluster.pid])
+    pairs, cpu = await _drive(cluster, plan, run_load, name, clients, cluster.pid)
     return {
         f"{key}_pairs_per_s": pairs / plan.load_seconds,
         f"{key}_coordinator_cpu_cores": cpu[0] / plan.load_seconds,
@@ -220,10 +220,11 @@ async def _drive(
     entry: Callable[..., None],
     target: str,
     clients: int,
-    served_by: list[int],
+    served_by: int,
 ) -> tuple[int, list[float]]:
     """Run `entry` in load processes, `clients` connections in all, for plan.load_seconds:
-    what they counted, and the CPU seconds of `served_by`, NATS, then each load process."""
+    what they counted, and the CPU seconds of `served_by` (the pid answering them), NATS,
+    then each load process."""
     procs = min(plan.load_processes, clients)
     shares = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     results: Queue[Any] = CTX.Queue()
@@ -237,13 +238,13 @@ async def _drive(
         begin = host_now_ns() + 100_000_000
         start_at.value = begin
         start.set()
-        pids = [*served_by, cluster.nats_pid, *(c.pid for c in children if c.pid)]
+        pids = [served_by, cluster.nats_pid, *(c.pid for c in children if c.pid)]
         window = asyncio.create_task(_cpu_window(pids, begin, plan.load_seconds))
         counts = await collect(results, "done", procs, plan.load_seconds + 90)
         cpu = await window
     finally:
         reap(children)
-    return sum(counts), [cpu[0], *cpu[len(served_by) :]]
+    return sum(counts), cpu
 
 
 async def _cpu_window(pids: list[int], begin_ns: int, seconds: float) -> list[float]:
